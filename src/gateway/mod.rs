@@ -1,0 +1,435 @@
+//! The Pingora adapter: turns a downstream request into a [`RequestView`], asks
+//! [`decide`](crate::decision::decide), and turns the [`Decision`] into a proxied request or a
+//! response of our own. No policy lives here.
+
+mod forwarded;
+pub mod respond;
+
+use crate::decision::{decide, Decision};
+use crate::request::{self, BadRequest, RequestView};
+use crate::routes::Route;
+use crate::runtime::Runtime;
+use crate::telemetry::metrics;
+use crate::upstream::Upstream;
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use http::StatusCode;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::*;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::upstreams::peer::HttpPeer;
+use pingora::{ErrorSource, ErrorType};
+use respond::Reply;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// The proxy service. Holds only the swappable runtime.
+pub struct Gateway {
+    pub runtime: Arc<ArcSwap<Runtime>>,
+}
+
+/// Per-request state, created when the request arrives.
+pub struct Ctx {
+    /// The configuration this request is served under, even if a reload happens meanwhile.
+    rt: Arc<Runtime>,
+    start: Instant,
+    route: Option<Arc<Route>>,
+    /// Whether the client reached us over TLS (or a trusted proxy said so).
+    tls: bool,
+    peer_ip: Option<IpAddr>,
+    peer_trusted: bool,
+    client_ip: Option<IpAddr>,
+    /// The `Host` the client named, for `X-Forwarded-Host`.
+    host_header: Option<String>,
+    upstream_failed: bool,
+}
+
+impl Ctx {
+    fn route_label(&self) -> &str {
+        self.route.as_deref().map_or("-", |r| &r.name)
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx {
+            rt: self.runtime.load_full(),
+            start: Instant::now(),
+            route: None,
+            tls: false,
+            peer_ip: None,
+            peer_trusted: false,
+            client_ip: None,
+            host_header: None,
+            upstream_failed: false,
+        }
+    }
+
+    /// Runs first for every request. Strips forged identity headers, normalises the path,
+    /// decides, and answers everything that is not proxied. `Ok(true)` means a response was
+    /// written here and the request ends.
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        let rt = Arc::clone(&ctx.rt);
+        session.set_keepalive(Some(rt.idle_timeout.as_secs()));
+
+        let doomed = rt.strip.to_remove(&session.req_header().headers);
+        for name in doomed {
+            session.req_header_mut().remove_header(&name);
+        }
+
+        ctx.peer_ip = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| request::canonical(a.ip()));
+        ctx.peer_trusted = ctx
+            .peer_ip
+            .is_some_and(|ip| rt.trusted_proxies.contains(ip));
+        let downstream_tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        let req = session.req_header();
+        let forwarded_https = ctx.peer_trusted
+            && req
+                .headers
+                .get("x-forwarded-proto")
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
+        ctx.tls = downstream_tls || forwarded_https;
+        let xff = req
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok());
+        ctx.client_ip = rt.trusted_proxies.client_ip(ctx.peer_ip, xff);
+        let wants_html = request::accepts_html(
+            req.headers
+                .get(http::header::ACCEPT)
+                .and_then(|v| v.to_str().ok()),
+        );
+
+        let view = match build_view(session, ctx, wants_html) {
+            Ok(v) => v,
+            Err(bad) => {
+                return deny(
+                    session,
+                    ctx,
+                    StatusCode::BAD_REQUEST,
+                    bad.reason(),
+                    wants_html,
+                )
+                .await;
+            }
+        };
+
+        // The upstream receives exactly the path that was routed on.
+        if session.req_header().uri.path() != view.path {
+            let target = match &view.query {
+                Some(q) => format!("{}?{q}", view.path),
+                None => view.path.clone(),
+            };
+            match http::Uri::builder().path_and_query(target).build() {
+                Ok(uri) => session.req_header_mut().set_uri(uri),
+                Err(_) => {
+                    return deny(
+                        session,
+                        ctx,
+                        StatusCode::BAD_REQUEST,
+                        "invalid request target",
+                        wants_html,
+                    )
+                    .await
+                }
+            }
+        }
+
+        match decide(&rt, &view) {
+            Decision::Deny {
+                status,
+                reason,
+                route,
+            } => {
+                ctx.route = route;
+                deny(session, ctx, status, reason, view.wants_html).await
+            }
+            Decision::Forward(route) => {
+                ctx.route = Some(Arc::clone(&route));
+                match &route.upstream {
+                    Upstream::Http(_) => Ok(false),
+                    Upstream::Static(status) => {
+                        answer_as_upstream(session, ctx, &route, *status, None, bytes::Bytes::new())
+                            .await
+                    }
+                    Upstream::Echo => {
+                        let mut seen = session.req_header().clone();
+                        forwarded::prepare(&mut seen, ctx, &route)?;
+                        let (ct, body) = respond::echo_body(&seen, &route.name, view.wants_html);
+                        answer_as_upstream(session, ctx, &route, StatusCode::OK, Some(ct), body)
+                            .await
+                    }
+                }
+            }
+        }
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        let Some(Upstream::Http(up)) = ctx.route.as_deref().map(|r| &r.upstream) else {
+            return Error::e_explain(
+                ErrorType::InternalError,
+                "no HTTP upstream for this request",
+            );
+        };
+        match up.peer().await {
+            Ok(peer) => Ok(Box::new(peer)),
+            Err(e) => Err(Error::explain(
+                ErrorType::ConnectNoRoute,
+                format!("resolving {}: {e}", up.url),
+            )
+            .into_up()),
+        }
+    }
+
+    /// Runs once the upstream connection is ready: sets `X-Forwarded-*` from the real peer and
+    /// the route's added headers.
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if let Some(route) = ctx.route.clone() {
+            forwarded::prepare(upstream_request, ctx, &route)?;
+        }
+        Ok(())
+    }
+
+    /// Runs on every proxied response: removes `remove_response` headers, sets the route's
+    /// response headers, and adds security headers the upstream did not set.
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        for name in &ctx.rt.remove_response {
+            resp.remove_header(name);
+        }
+        let Some(route) = ctx.route.as_deref() else {
+            return Ok(());
+        };
+        for (n, v) in &route.headers.response_add {
+            resp.insert_header(n.clone(), v.clone())?;
+        }
+        let missing: Vec<_> = route
+            .headers
+            .security
+            .missing(&resp.headers, ctx.tls)
+            .map(|(n, v)| (n.clone(), v.clone()))
+            .collect();
+        for (n, v) in missing {
+            resp.insert_header(n, v)?;
+        }
+        Ok(())
+    }
+
+    /// Answers a request that failed: 502 when the upstream is unreachable, 504 when it timed
+    /// out, 400 for a broken client request; always our own page, never the upstream's words.
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        let code = match e.etype() {
+            ErrorType::HTTPStatus(code) => *code,
+            ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout
+                if *e.esource() == ErrorSource::Upstream =>
+            {
+                504
+            }
+            _ => match e.esource() {
+                ErrorSource::Upstream => 502,
+                ErrorSource::Downstream => match e.etype() {
+                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
+                    _ => 400,
+                },
+                ErrorSource::Internal | ErrorSource::Unset => 500,
+            },
+        };
+        if *e.esource() == ErrorSource::Upstream {
+            ctx.upstream_failed = true;
+            metrics::UPSTREAM_ERRORS
+                .with_label_values(&[ctx.route_label()])
+                .inc();
+        }
+        if code > 0 && session.response_written().is_none() {
+            let status = StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_GATEWAY);
+            let reason = match code {
+                502 => "the application behind this address is not reachable",
+                504 => "the application behind this address did not answer in time",
+                400 => "the request could not be read",
+                _ => "the request failed",
+            };
+            let html = request::accepts_html(
+                session
+                    .req_header()
+                    .headers
+                    .get(http::header::ACCEPT)
+                    .and_then(|v| v.to_str().ok()),
+            );
+            let (ct, body) = respond::error_body(status, reason, html);
+            let rt = Arc::clone(&ctx.rt);
+            let _ = respond::write(
+                session,
+                Reply {
+                    status,
+                    content_type: Some(ct),
+                    body,
+                    security: &rt.own_pages,
+                    extra: &[],
+                    tls: ctx.tls,
+                },
+            )
+            .await;
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    /// Runs when the request is over: metrics and the access log line.
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let route = ctx.route_label();
+        let elapsed = ctx.start.elapsed();
+        let status_code = StatusCode::from_u16(status).ok();
+        let status_text = status_code.as_ref().map_or("0", |s| s.as_str());
+        metrics::REQUESTS
+            .with_label_values(&[route, status_text])
+            .inc();
+        metrics::DURATION
+            .with_label_values(&[route])
+            .observe(elapsed.as_secs_f64());
+        if ctx.rt.logging.access_log {
+            let req = session.req_header();
+            tracing::info!(
+                target: "access",
+                method = req.method.as_str(),
+                host = ctx.host_header.as_deref().unwrap_or(""),
+                path = req.uri.path(),
+                status,
+                duration_ms = elapsed.as_secs_f64() * 1000.0,
+                route,
+                upstream = ctx.route.as_deref().map_or("-", |r| r.upstream.describe()),
+                client_ip = ctx.client_ip.map(|ip| ip.to_string()).unwrap_or_default(),
+                error = e.map(|e| e.etype().as_str()),
+            );
+        }
+    }
+
+    /// What Pingora prints about a failed request: never the query string, which may hold
+    /// codes or tokens.
+    fn request_summary(&self, session: &Session, ctx: &Ctx) -> String {
+        let req = session.req_header();
+        format!(
+            "{} {}{} route={}",
+            req.method,
+            ctx.host_header.as_deref().unwrap_or(""),
+            req.uri.path(),
+            ctx.route_label()
+        )
+    }
+}
+
+/// Builds the engine's view of the request, or says why it cannot be routed.
+fn build_view(
+    session: &Session,
+    ctx: &mut Ctx,
+    wants_html: bool,
+) -> std::result::Result<RequestView, BadRequest> {
+    let req = session.req_header();
+    let host_header = req
+        .headers
+        .get(http::header::HOST)
+        .map(|v| v.to_str().map_err(|_| BadRequest::Host));
+    let host = match (req.uri.authority(), host_header) {
+        (Some(auth), Some(h)) => {
+            let h = request::parse_host(h?)?;
+            if request::parse_host(auth.as_str())? != h {
+                return Err(BadRequest::HostMismatch);
+            }
+            h
+        }
+        (Some(auth), None) => request::parse_host(auth.as_str())?,
+        (None, Some(h)) => request::parse_host(h?)?,
+        (None, None) => String::new(),
+    };
+    ctx.host_header = req
+        .headers
+        .get(http::header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| req.uri.authority().map(|a| a.to_string()));
+    let raw_path = req.uri.path();
+    let (path, _) = request::split_target(raw_path)?;
+    Ok(RequestView {
+        method: req.method.clone(),
+        tls: ctx.tls,
+        host,
+        path,
+        query: req.uri.query().map(str::to_string),
+        client_ip: ctx.client_ip,
+        wants_html,
+        websocket: session.is_upgrade_req(),
+    })
+}
+
+/// Writes an error page for a denied request.
+async fn deny(
+    session: &mut Session,
+    ctx: &Ctx,
+    status: StatusCode,
+    reason: &str,
+    html: bool,
+) -> Result<bool> {
+    let (ct, body) = respond::error_body(status, reason, html);
+    respond::write(
+        session,
+        Reply {
+            status,
+            content_type: Some(ct),
+            body,
+            security: &ctx.rt.own_pages,
+            extra: &[],
+            tls: ctx.tls,
+        },
+    )
+    .await?;
+    Ok(true)
+}
+
+/// Writes a `static://` or `echo://` answer with the headers a proxied response would get.
+async fn answer_as_upstream(
+    session: &mut Session,
+    ctx: &Ctx,
+    route: &Route,
+    status: StatusCode,
+    content_type: Option<&'static str>,
+    body: bytes::Bytes,
+) -> Result<bool> {
+    let mut extra = route.headers.response_add.clone();
+    if content_type.is_some() {
+        extra.push((
+            http::header::CACHE_CONTROL,
+            http::HeaderValue::from_static("no-store"),
+        ));
+    }
+    respond::write(
+        session,
+        Reply {
+            status,
+            content_type,
+            body,
+            security: &route.headers.security,
+            extra: &extra,
+            tls: ctx.tls,
+        },
+    )
+    .await?;
+    Ok(true)
+}

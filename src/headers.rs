@@ -1,0 +1,180 @@
+//! Header hygiene: which request headers are stripped before anything else, which security
+//! headers responses carry, and the per-route additions. All compiled at load time into
+//! ready `HeaderName`/`HeaderValue` pairs so the hot path only copies them.
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+use std::collections::HashSet;
+
+/// The signed assertion header (configurable once the issuer exists); always stripped.
+pub const ASSERTION_HEADER: &str = "x-portcullis-assertion";
+
+/// Identity headers that apps migrated from other proxies commonly trust. They are stripped
+/// even when not configured, so a forged one can never reach an app that still reads it.
+pub const WELL_KNOWN_IDENTITY: &[&str] = &[
+    "x-auth-request-user",
+    "x-auth-request-email",
+    "x-auth-request-groups",
+    "x-auth-request-preferred-username",
+    "x-auth-request-access-token",
+    "x-forwarded-user",
+    "x-forwarded-email",
+    "x-forwarded-groups",
+    "x-forwarded-preferred-username",
+    "x-forwarded-access-token",
+    "remote-user",
+    "remote-email",
+    "remote-groups",
+    "remote-name",
+    "x-remote-user",
+];
+
+/// Request headers removed from every incoming request, on every route.
+#[derive(Debug, Default)]
+pub struct StripList {
+    names: HashSet<HeaderName>,
+}
+
+impl StripList {
+    pub fn new(configured: impl IntoIterator<Item = HeaderName>) -> Self {
+        let mut names: HashSet<HeaderName> = configured.into_iter().collect();
+        names.insert(HeaderName::from_static(ASSERTION_HEADER));
+        names.extend(
+            WELL_KNOWN_IDENTITY
+                .iter()
+                .map(|n| HeaderName::from_static(n)),
+        );
+        StripList { names }
+    }
+
+    /// Whether an incoming header of this name must go. `X_Auth_Request_User` counts as
+    /// `X-Auth-Request-User`, because CGI-style frameworks read both as the same variable;
+    /// anything in Portcullis' own `X-Portcullis-` namespace goes too.
+    pub fn matches(&self, name: &HeaderName) -> bool {
+        let s = name.as_str();
+        if self.names.contains(name)
+            || s.starts_with("x-portcullis-")
+            || s.starts_with("x_portcullis_")
+        {
+            return true;
+        }
+        if s.contains('_') {
+            let dashed = s.replace('_', "-");
+            return HeaderName::from_bytes(dashed.as_bytes())
+                .is_ok_and(|n| self.names.contains(&n));
+        }
+        false
+    }
+
+    /// Names in `headers` that must be removed (no allocation when there are none).
+    pub fn to_remove(&self, headers: &HeaderMap) -> Vec<HeaderName> {
+        headers
+            .keys()
+            .filter(|n| self.matches(n))
+            .cloned()
+            .collect()
+    }
+}
+
+/// Security headers for one kind of response; added only where the response lacks them.
+#[derive(Debug, Clone, Default)]
+pub struct SecurityHeaders {
+    pub always: Vec<(HeaderName, HeaderValue)>,
+    /// Strict-Transport-Security, sent only on responses to TLS requests.
+    pub hsts: Option<HeaderValue>,
+}
+
+impl SecurityHeaders {
+    /// The headers to add to a response whose current headers are `present`.
+    pub fn missing<'a>(
+        &'a self,
+        present: &'a HeaderMap,
+        tls: bool,
+    ) -> impl Iterator<Item = (&'a HeaderName, &'a HeaderValue)> + 'a {
+        let hsts = self
+            .hsts
+            .as_ref()
+            .filter(|_| tls)
+            .map(|v| (&http::header::STRICT_TRANSPORT_SECURITY, v));
+        self.always
+            .iter()
+            .map(|(n, v)| (n, v))
+            .chain(hsts)
+            .filter(move |(n, _)| !present.contains_key(*n))
+    }
+}
+
+/// A route's header changes.
+#[derive(Debug, Clone, Default)]
+pub struct RouteHeaders {
+    /// Set on the upstream request, replacing client values.
+    pub request_add: Vec<(HeaderName, HeaderValue)>,
+    /// Set on the response, replacing upstream values.
+    pub response_add: Vec<(HeaderName, HeaderValue)>,
+    pub security: SecurityHeaders,
+}
+
+/// The strict policy for pages Portcullis writes itself (errors, login pages).
+pub const OWN_PAGE_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_configured_builtin_and_underscore_variants() {
+        let list = StripList::new([HeaderName::from_static("x-user-id")]);
+        for name in [
+            "x-user-id",
+            "x-portcullis-assertion",
+            "x-portcullis-anything",
+            "x-auth-request-email",
+            "remote-user",
+            "x_auth_request_user",
+            "x_user_id",
+            "x_portcullis_assertion",
+        ] {
+            assert!(
+                list.matches(&HeaderName::from_bytes(name.as_bytes()).unwrap()),
+                "{name}"
+            );
+        }
+        for name in ["accept", "x-request-id", "x_custom_thing", "authorization"] {
+            assert!(
+                !list.matches(&HeaderName::from_bytes(name.as_bytes()).unwrap()),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn security_headers_never_duplicate() {
+        let set = SecurityHeaders {
+            always: vec![
+                (
+                    HeaderName::from_static("x-frame-options"),
+                    HeaderValue::from_static("DENY"),
+                ),
+                (
+                    HeaderName::from_static("x-content-type-options"),
+                    HeaderValue::from_static("nosniff"),
+                ),
+            ],
+            hsts: Some(HeaderValue::from_static("max-age=1")),
+        };
+        let mut present = HeaderMap::new();
+        present.insert("x-frame-options", HeaderValue::from_static("SAMEORIGIN"));
+        let added: Vec<_> = set
+            .missing(&present, false)
+            .map(|(n, _)| n.as_str())
+            .collect();
+        assert_eq!(added, ["x-content-type-options"]);
+        let added: Vec<_> = set
+            .missing(&present, true)
+            .map(|(n, _)| n.as_str())
+            .collect();
+        assert_eq!(
+            added,
+            ["x-content-type-options", "strict-transport-security"]
+        );
+    }
+}

@@ -1,0 +1,101 @@
+//! The `portcullis` command line.
+#![forbid(unsafe_code)]
+
+use base64::Engine;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "portcullis",
+    version,
+    about = "Identity-aware reverse proxy and forward-auth server"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve traffic as the configuration says.
+    Serve {
+        /// Configuration file [default: $PORTCULLIS_CONFIG or ./portcullis.yaml]
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Validate a configuration: print a summary, or every error as file:line:col.
+    Check {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Print a random 32-byte key, base64-encoded (for session secrets).
+    GenSecret,
+}
+
+fn config_path(given: Option<PathBuf>) -> PathBuf {
+    given
+        .or_else(|| std::env::var_os("PORTCULLIS_CONFIG").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("portcullis.yaml"))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::GenSecret => {
+            let mut key = [0u8; 32];
+            rand::fill(&mut key);
+            println!("{}", base64::engine::general_purpose::STANDARD.encode(key));
+            ExitCode::SUCCESS
+        }
+        Command::Check { config } => {
+            let path = config_path(config);
+            match portcullis::config::load(&path) {
+                Ok(rt) => {
+                    println!("{}: ok", path.display());
+                    println!("  listeners: {:?}", rt.listeners.plain);
+                    if let Some(tls) = &rt.listeners.tls {
+                        println!("  tls: {:?}", tls.addrs);
+                    }
+                    if let Some(admin) = rt.listeners.admin {
+                        println!("  admin: {admin}");
+                    }
+                    println!("  threads: {}", rt.threads);
+                    println!("  routes: {}", rt.routes.routes().len());
+                    for r in rt.routes.routes() {
+                        println!("    {} -> {}", r.name, r.upstream.describe());
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(errors) => {
+                    eprintln!("{errors}");
+                    eprintln!("{}: {} error(s)", path.display(), errors.0.len());
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Serve { config } => {
+            let path = config_path(config);
+            let runtime = match portcullis::config::load(&path) {
+                Ok(rt) => rt,
+                Err(errors) => {
+                    eprintln!("{errors}");
+                    eprintln!(
+                        "{}: {} error(s); not starting",
+                        path.display(),
+                        errors.0.len()
+                    );
+                    return ExitCode::FAILURE;
+                }
+            };
+            portcullis::telemetry::init_logging(&runtime.logging);
+            portcullis::telemetry::metrics::init();
+            if let Err(e) = portcullis::server::run(runtime, path) {
+                eprintln!("portcullis: {e:#}");
+                return ExitCode::FAILURE;
+            }
+            ExitCode::SUCCESS
+        }
+    }
+}

@@ -1,0 +1,194 @@
+//! `RequestView`: the facts about one request that every decision is made on, built once by
+//! whichever front door received it (the proxy today, forward-auth later).
+
+use crate::path::{self, PathError};
+use ipnet::IpNet;
+use std::net::IpAddr;
+
+/// What the engine knows about a request: nothing here borrows from Pingora.
+#[derive(Debug, Clone)]
+pub struct RequestView {
+    pub method: http::Method,
+    /// `https` when the client reached us over TLS (or a trusted proxy said so).
+    pub tls: bool,
+    /// Lower-case, without port or trailing dot; empty when the request named no host.
+    pub host: String,
+    /// The normalised path (see [`crate::path::normalize`]).
+    pub path: String,
+    pub query: Option<String>,
+    pub client_ip: Option<IpAddr>,
+    /// Whether the client asked for HTML (browsers), which chooses page vs JSON answers.
+    pub wants_html: bool,
+    pub websocket: bool,
+}
+
+/// A request that cannot be routed at all: always a 400.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BadRequest {
+    Path(PathError),
+    Host,
+    HostMismatch,
+}
+
+impl BadRequest {
+    pub fn reason(self) -> &'static str {
+        match self {
+            BadRequest::Path(e) => e.reason(),
+            BadRequest::Host => "invalid Host header",
+            BadRequest::HostMismatch => "Host header does not match the request target",
+        }
+    }
+}
+
+/// Parses a `Host` value (`name[:port]` or `[v6][:port]`) into its lower-case name without
+/// port or trailing dot. Anything that is not a plausible DNS name or IP literal is refused.
+pub fn parse_host(raw: &str) -> Result<String, BadRequest> {
+    let raw = raw.trim();
+    if raw.is_empty() || raw.len() > 260 {
+        return Err(BadRequest::Host);
+    }
+    let (name, port) = if let Some(rest) = raw.strip_prefix('[') {
+        let end = rest.find(']').ok_or(BadRequest::Host)?;
+        let v6 = &rest[..end];
+        v6.parse::<std::net::Ipv6Addr>()
+            .map_err(|_| BadRequest::Host)?;
+        (&raw[..end + 2], &rest[end + 1..])
+    } else {
+        match raw.rsplit_once(':') {
+            Some((n, _)) => (n, &raw[n.len()..]),
+            None => (raw, ""),
+        }
+    };
+    if !port.is_empty() {
+        let digits = port.strip_prefix(':').ok_or(BadRequest::Host)?;
+        if digits.is_empty() || digits.len() > 5 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(BadRequest::Host);
+        }
+    }
+    if name.starts_with('[') {
+        return Ok(name.to_ascii_lowercase());
+    }
+    let name = name.strip_suffix('.').unwrap_or(name);
+    let valid = !name.is_empty()
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        });
+    if !valid {
+        return Err(BadRequest::Host);
+    }
+    Ok(name.to_ascii_lowercase())
+}
+
+/// Peers whose `X-Forwarded-*` headers are believed.
+#[derive(Debug, Clone, Default)]
+pub struct TrustedProxies(pub Vec<IpNet>);
+
+impl TrustedProxies {
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = canonical(ip);
+        self.0.iter().any(|net| net.contains(&ip))
+    }
+
+    /// The real client address: the peer itself, unless the peer is trusted, in which case the
+    /// right-most address in `X-Forwarded-For` that is not itself a trusted proxy.
+    pub fn client_ip(&self, peer: Option<IpAddr>, forwarded_for: Option<&str>) -> Option<IpAddr> {
+        let peer = peer.map(canonical)?;
+        if !self.contains(peer) {
+            return Some(peer);
+        }
+        let Some(xff) = forwarded_for else {
+            return Some(peer);
+        };
+        let mut leftmost = None;
+        for entry in xff.rsplit(',') {
+            let Ok(ip) = entry.trim().parse::<IpAddr>().map(canonical) else {
+                // A malformed hop breaks the chain of trust: stop at the last good one.
+                return Some(leftmost.unwrap_or(peer));
+            };
+            if !self.contains(ip) {
+                return Some(ip);
+            }
+            leftmost = Some(ip);
+        }
+        Some(leftmost.unwrap_or(peer))
+    }
+}
+
+/// IPv4-mapped IPv6 addresses are treated as the IPv4 address they carry.
+pub fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// Whether an `Accept` header asks for HTML (a browser navigation).
+pub fn accepts_html(accept: Option<&str>) -> bool {
+    accept.is_some_and(|a| a.contains("text/html"))
+}
+
+/// Splits a request target's path and query and normalises the path.
+pub fn split_target(path_and_query: &str) -> Result<(String, Option<String>), BadRequest> {
+    let (raw_path, query) = match path_and_query.split_once('?') {
+        Some((p, q)) => (p, Some(q.to_string())),
+        None => (path_and_query, None),
+    };
+    let path = path::normalize(raw_path).map_err(BadRequest::Path)?;
+    Ok((path, query))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts() {
+        assert_eq!(parse_host("App.Example.COM").unwrap(), "app.example.com");
+        assert_eq!(
+            parse_host("app.example.com:8443").unwrap(),
+            "app.example.com"
+        );
+        assert_eq!(parse_host("app.example.com.").unwrap(), "app.example.com");
+        assert_eq!(parse_host("127.0.0.1:80").unwrap(), "127.0.0.1");
+        assert_eq!(parse_host("[::1]:80").unwrap(), "[::1]");
+        for bad in [
+            "",
+            "a b",
+            "a..b",
+            "evil.com/x",
+            "a:b",
+            "a:",
+            "host:123456",
+            "[zz]",
+            "a@b",
+            "é.com",
+        ] {
+            assert_eq!(parse_host(bad), Err(BadRequest::Host), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn client_ip_trusts_only_configured_proxies() {
+        let trusted = TrustedProxies(vec!["10.0.0.0/8".parse().unwrap()]);
+        let peer: IpAddr = "10.1.1.1".parse().unwrap();
+        let stranger: IpAddr = "203.0.113.9".parse().unwrap();
+        // An untrusted peer's X-Forwarded-For is ignored.
+        assert_eq!(
+            trusted.client_ip(Some(stranger), Some("1.2.3.4")),
+            Some(stranger)
+        );
+        // A trusted peer: right-most untrusted hop wins, spoofed left entries are ignored.
+        assert_eq!(
+            trusted.client_ip(Some(peer), Some("6.6.6.6, 198.51.100.7, 10.2.2.2")),
+            Some("198.51.100.7".parse().unwrap())
+        );
+        assert_eq!(trusted.client_ip(Some(peer), None), Some(peer));
+        assert_eq!(trusted.client_ip(Some(peer), Some("garbage")), Some(peer));
+        let mapped: IpAddr = "::ffff:10.1.1.1".parse().unwrap();
+        assert!(trusted.contains(mapped));
+    }
+}

@@ -1,0 +1,130 @@
+//! The route table: host patterns and path prefixes compiled for a lookup that allocates
+//! nothing. Most specific host first (exact, then the longest `*.` suffix, then any host);
+//! within a host, the longest path prefix on a segment boundary.
+
+use crate::headers::RouteHeaders;
+use crate::path::under_prefix;
+use crate::upstream::Upstream;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Who must be logged in on a route. Only `None` exists until login lands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    None,
+}
+
+/// One compiled route.
+#[derive(Debug)]
+pub struct Route {
+    /// Label for metrics and logs.
+    pub name: Arc<str>,
+    pub host: HostPattern,
+    pub path: String,
+    pub upstream: Upstream,
+    pub auth: AuthMode,
+    pub websocket: bool,
+    pub headers: RouteHeaders,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum HostPattern {
+    Exact(String),
+    /// `*.example.com` stored as `.example.com`; matches any depth of subdomain.
+    Wildcard(String),
+    Any,
+}
+
+impl HostPattern {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let lower = s.trim().to_ascii_lowercase();
+        let lower = lower.strip_suffix('.').unwrap_or(&lower).to_string();
+        if lower == "*" {
+            return Ok(HostPattern::Any);
+        }
+        let (wild, name) = match lower.strip_prefix("*.") {
+            Some(rest) => (true, rest),
+            None => (false, lower.as_str()),
+        };
+        crate::request::parse_host(name)
+            .ok()
+            .filter(|parsed| parsed == name)
+            .ok_or_else(|| format!("invalid host {s:?}: expected a name such as app.example.com or *.example.com, without port"))?;
+        Ok(if wild {
+            HostPattern::Wildcard(format!(".{name}"))
+        } else {
+            HostPattern::Exact(name.to_string())
+        })
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            HostPattern::Exact(h) => h.clone(),
+            HostPattern::Wildcard(s) => format!("*{s}"),
+            HostPattern::Any => "*".into(),
+        }
+    }
+}
+
+/// Indexes into `routes`, longest path prefix first.
+type PathList = Vec<usize>;
+
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    routes: Vec<Arc<Route>>,
+    exact: HashMap<String, PathList>,
+    /// Longest suffix first.
+    wildcard: Vec<(String, PathList)>,
+    any: PathList,
+}
+
+impl RouteTable {
+    /// Builds the table; duplicates must have been refused by the caller.
+    pub fn new(routes: Vec<Route>) -> Self {
+        let mut table = RouteTable::default();
+        let mut wild: HashMap<String, PathList> = HashMap::new();
+        for (i, r) in routes.iter().enumerate() {
+            match &r.host {
+                HostPattern::Exact(h) => table.exact.entry(h.clone()).or_default().push(i),
+                HostPattern::Wildcard(s) => wild.entry(s.clone()).or_default().push(i),
+                HostPattern::Any => table.any.push(i),
+            }
+        }
+        table.wildcard = wild.into_iter().collect();
+        table
+            .wildcard
+            .sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.0.cmp(&b.0)));
+        let by_len = |list: &mut PathList| {
+            list.sort_by(|&a, &b| routes[b].path.len().cmp(&routes[a].path.len()));
+        };
+        table.exact.values_mut().for_each(by_len);
+        table.wildcard.iter_mut().for_each(|(_, l)| by_len(l));
+        by_len(&mut table.any);
+        table.routes = routes.into_iter().map(Arc::new).collect();
+        table
+    }
+
+    /// The route for `host` (already parsed) and normalised `path`.
+    pub fn find(&self, host: &str, path: &str) -> Option<&Arc<Route>> {
+        let in_list = |list: &PathList| {
+            list.iter()
+                .map(|&i| &self.routes[i])
+                .find(|r| under_prefix(path, &r.path))
+        };
+        if let Some(r) = self.exact.get(host).and_then(in_list) {
+            return Some(r);
+        }
+        for (suffix, list) in &self.wildcard {
+            if host.len() > suffix.len() && host.ends_with(suffix.as_str()) {
+                if let Some(r) = in_list(list) {
+                    return Some(r);
+                }
+            }
+        }
+        in_list(&self.any)
+    }
+
+    pub fn routes(&self) -> &[Arc<Route>] {
+        &self.routes
+    }
+}

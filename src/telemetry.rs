@@ -1,0 +1,172 @@
+//! Logs, metrics and audit events. Nothing here ever receives a cookie, token or secret: callers
+//! pass only the fields listed in each function.
+
+use crate::runtime::{AuditTarget, LogFormat, LoggingSettings};
+use prometheus::{register_histogram_vec, register_int_counter_vec, HistogramVec, IntCounterVec};
+use std::io::Write;
+use std::sync::{LazyLock, Mutex, OnceLock, RwLock};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{reload, EnvFilter, Layer, Registry};
+
+pub mod metrics {
+    use super::*;
+
+    pub static REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+        register_int_counter_vec!(
+            "portcullis_requests_total",
+            "Requests answered, by route and status",
+            &["route", "status"]
+        )
+        .expect("metric names are static and registered once")
+    });
+    pub static DURATION: LazyLock<HistogramVec> = LazyLock::new(|| {
+        register_histogram_vec!(
+            "portcullis_request_duration_seconds",
+            "Time from request start to the last byte of the response, by route",
+            &["route"],
+            vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0
+            ]
+        )
+        .expect("metric names are static and registered once")
+    });
+    pub static UPSTREAM_ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+        register_int_counter_vec!(
+            "portcullis_upstream_errors_total",
+            "Requests that failed to reach or read the upstream",
+            &["route"]
+        )
+        .expect("metric names are static and registered once")
+    });
+    pub static CONFIG_RELOADS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+        register_int_counter_vec!(
+            "portcullis_config_reloads_total",
+            "Configuration reloads, by result (success, failure)",
+            &["result"]
+        )
+        .expect("metric names are static and registered once")
+    });
+
+    /// Registers every metric so that `/metrics` lists them before the first request.
+    pub fn init() {
+        LazyLock::force(&REQUESTS);
+        LazyLock::force(&DURATION);
+        LazyLock::force(&UPSTREAM_ERRORS);
+        CONFIG_RELOADS.with_label_values(&["success"]);
+        CONFIG_RELOADS.with_label_values(&["failure"]);
+    }
+
+    /// The Prometheus text exposition of every registered metric.
+    pub fn render() -> Vec<u8> {
+        let mut out = Vec::new();
+        let encoder = prometheus::TextEncoder::new();
+        // Encoding into a Vec cannot fail for well-formed metric families.
+        let _ = prometheus::Encoder::encode(&encoder, &prometheus::gather(), &mut out);
+        out
+    }
+}
+
+static FILTER: OnceLock<reload::Handle<EnvFilter, Registry>> = OnceLock::new();
+static LOG_GUARD: OnceLock<tracing_appender::non_blocking::WorkerGuard> = OnceLock::new();
+
+/// Installs the global subscriber (once per process). `log` records from Pingora are
+/// forwarded into it.
+pub fn init_logging(settings: &LoggingSettings) {
+    let filter = EnvFilter::try_new(&settings.level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let (filter, handle) = reload::Layer::new(filter);
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .finish(std::io::stdout());
+    let fmt = match settings.format {
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_writer(writer)
+            .boxed(),
+        LogFormat::Pretty => tracing_subscriber::fmt::layer()
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+            .with_writer(writer)
+            .boxed(),
+    };
+    if tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .try_init()
+        .is_ok()
+    {
+        let _ = FILTER.set(handle);
+        let _ = LOG_GUARD.set(guard);
+    }
+    set_audit(&settings.audit);
+}
+
+/// Applies a reloaded configuration's level and audit target.
+pub fn apply_logging(settings: &LoggingSettings) {
+    if let (Some(handle), Ok(filter)) = (FILTER.get(), EnvFilter::try_new(&settings.level)) {
+        let _ = handle.reload(filter);
+    }
+    set_audit(&settings.audit);
+}
+
+/// Where audit events go; swapped on reload when `logging.audit` changes.
+static AUDIT: RwLock<Option<(AuditTarget, AuditSink)>> = RwLock::new(None);
+
+enum AuditSink {
+    Stdout,
+    Off,
+    File(Mutex<std::fs::File>),
+}
+
+fn set_audit(target: &AuditTarget) {
+    let Ok(mut guard) = AUDIT.write() else { return };
+    if guard.as_ref().is_some_and(|(t, _)| t == target) {
+        return;
+    }
+    let sink = match target {
+        AuditTarget::Stdout => AuditSink::Stdout,
+        AuditTarget::Off => AuditSink::Off,
+        AuditTarget::File(path) => match std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            Ok(f) => AuditSink::File(Mutex::new(f)),
+            Err(e) => {
+                tracing::error!(path = %path.display(), error = %e, "cannot open audit log; audit events go to stdout");
+                AuditSink::Stdout
+            }
+        },
+    };
+    *guard = Some((target.clone(), sink));
+}
+
+/// Writes one audit event as a JSON line: `time`, `event`, then `fields` (an object).
+pub fn audit(event: &str, fields: serde_json::Value) {
+    let mut line = serde_json::Map::new();
+    let now = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    line.insert("time".into(), now.into());
+    line.insert("audit".into(), true.into());
+    line.insert("event".into(), event.into());
+    if let serde_json::Value::Object(map) = fields {
+        line.extend(map);
+    }
+    let mut text = serde_json::Value::Object(line).to_string();
+    text.push('\n');
+    let Ok(guard) = AUDIT.read() else { return };
+    match guard.as_ref().map(|(_, s)| s) {
+        Some(AuditSink::Off) => {}
+        Some(AuditSink::File(f)) => {
+            if let Ok(mut f) = f.lock() {
+                let _ = f.write_all(text.as_bytes());
+            }
+        }
+        Some(AuditSink::Stdout) | None => {
+            let _ = std::io::stdout().lock().write_all(text.as_bytes());
+        }
+    }
+}
