@@ -1,1 +1,195 @@
+//! Loader tests: every error is found, and each one points at the right line and column.
 
+use super::*;
+use std::path::PathBuf;
+
+fn env(name: &str) -> Option<String> {
+    match name {
+        "UPSTREAM" => Some("http://127.0.0.1:3000".into()),
+        _ => None,
+    }
+}
+
+fn load(text: &str) -> Result<crate::runtime::Runtime, ConfigErrors> {
+    load_str(text, Path::new("/etc/portcullis/test.yaml"), env)
+}
+
+fn errors(text: &str) -> Vec<String> {
+    load(text).expect_err("config should be refused").0.iter().map(ToString::to_string).collect()
+}
+
+#[test]
+fn a_minimal_file_loads_with_defaults() {
+    let rt = load("routes:\n  - upstream: echo://\n").unwrap();
+    assert_eq!(rt.listeners.plain, vec!["0.0.0.0:8080".parse().unwrap()]);
+    assert_eq!(rt.listeners.admin, Some("127.0.0.1:9901".parse().unwrap()));
+    assert!(rt.threads >= 1);
+    assert_eq!(rt.routes.routes().len(), 1);
+    assert_eq!(&*rt.routes.routes()[0].name, "*/");
+}
+
+#[test]
+fn every_unknown_key_is_reported_with_its_place() {
+    let errs = errors(
+        "server:\n  listne: [\":8080\"]\nroutes:\n  - upstream: echo://\n    hots: a.example.com\n  - upstream: echo://\n    pth: /x\n",
+    );
+    assert_eq!(
+        errs,
+        [
+            "/etc/portcullis/test.yaml:2:3: server.listne: unknown key",
+            "/etc/portcullis/test.yaml:5:5: routes[0].hots: unknown key",
+            "/etc/portcullis/test.yaml:7:5: routes[1].pth: unknown key",
+        ]
+    );
+}
+
+#[test]
+fn keys_of_later_capabilities_say_so() {
+    let errs = errors("session:\n  store: redis\nroutes:\n  - upstream: echo://\n    allow: { groups: [x] }\n");
+    assert_eq!(errs.len(), 2);
+    assert!(errs[0].starts_with("/etc/portcullis/test.yaml:1:1: session: not supported"), "{errs:?}");
+    assert!(errs[1].contains(":5:5: routes[0].allow: not supported"), "{errs:?}");
+}
+
+#[test]
+fn semantic_errors_are_all_collected_and_located() {
+    let text = "\
+server:
+  listen: [\"nope\"]
+  timeouts: { upstream_read: 10x }
+  trusted_proxies: [10.0.0.0/8, bogus]
+logging:
+  format: xml
+routes:
+  - host: app.example.com
+    upstream: ftp://x
+  - host: app.example.com
+    upstream: echo://
+  - host: app.example.com
+    upstream: echo://
+  - path: /a/../b
+    upstream: static://700
+    headers:
+      add: { Host: x, \"bad name\": y }
+";
+    let errs = errors(text);
+    let expect = [
+        ":2:12: server.listen[0]: invalid listen address",
+        ":3:15: server.timeouts.upstream_read: invalid duration",
+        ":4:33: server.trusted_proxies[1]: invalid network",
+        ":6:3: logging.format: unknown format",
+        ":9:5: routes[0].upstream: unsupported upstream scheme",
+        ":12:5: routes[2].path: duplicate route: routes[1] already serves",
+        ":14:5: routes[3].path: route path \"/a/../b\" is not in normal form",
+        ":15:5: routes[3].upstream: invalid static upstream",
+        ":17:23: routes[3].headers.add.bad name: invalid header name",
+        ":17:14: routes[3].headers.add.Host: Host is managed by Portcullis",
+    ];
+    for e in expect {
+        assert!(errs.iter().any(|got| got.contains(e)), "missing {e:?} in {errs:#?}");
+    }
+    assert_eq!(errs.len(), expect.len(), "{errs:#?}");
+}
+
+#[test]
+fn type_and_syntax_errors_are_located() {
+    let errs = errors("server:\n  threads: many\nroutes: []\n");
+    assert_eq!(errs.len(), 1);
+    assert!(errs[0].starts_with("/etc/portcullis/test.yaml:2:12: server.threads: invalid type"), "{errs:?}");
+    let errs = errors("routes:\n  - upstream: echo://\n   bad indent: [\n");
+    assert_eq!(errs.len(), 1);
+    assert!(errs[0].starts_with("/etc/portcullis/test.yaml:3:"), "{errs:?}");
+}
+
+#[test]
+fn environment_variables_expand_and_unset_ones_fail() {
+    let rt = load("routes:\n  - upstream: ${UPSTREAM}\n    path: ${ROUTE_PATH:-/app}\n").unwrap();
+    assert_eq!(rt.routes.routes()[0].upstream.describe(), "http://127.0.0.1:3000");
+    assert_eq!(rt.routes.routes()[0].path, "/app");
+    let errs = errors("routes:\n  - upstream: ${NOT_SET_ANYWHERE}\n");
+    assert_eq!(errs, ["/etc/portcullis/test.yaml:2:15: environment variable NOT_SET_ANYWHERE is not set"]);
+}
+
+#[test]
+fn secrets_are_read_from_files_relative_to_the_config() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("token"), "Bearer s3cret\n").unwrap();
+    let path: PathBuf = dir.path().join("portcullis.yaml");
+    let text = "routes:\n  - upstream: echo://\n    headers:\n      add_file: { Authorization: token }\n";
+    let rt = load_str(text, &path, env).unwrap();
+    let added = &rt.routes.routes()[0].headers.request_add;
+    assert_eq!(added.len(), 1);
+    assert_eq!(added[0].0, "authorization");
+    assert_eq!(added[0].1, "Bearer s3cret");
+
+    let missing = "routes:\n  - upstream: echo://\n    headers:\n      add_file: { Authorization: nope }\n";
+    let errs = load_str(missing, &path, env).unwrap_err();
+    assert!(errs.to_string().contains("routes[0].headers.add_file.Authorization: cannot read"), "{errs}");
+}
+
+#[test]
+fn tls_files_must_exist_and_parse() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("cert.pem"), "not a certificate").unwrap();
+    let path = dir.path().join("portcullis.yaml");
+    let text = "server:\n  tls:\n    listen: [\"127.0.0.1:8443\"]\n    cert_file: cert.pem\n    key_file: missing.pem\nroutes:\n  - upstream: echo://\n";
+    let errs = load_str(text, &path, env).unwrap_err().to_string();
+    assert!(errs.contains(":4:5: server.tls.cert_file:") && errs.contains("does not hold a valid PEM certificate"), "{errs}");
+    assert!(errs.contains(":5:5: server.tls.key_file: cannot read"), "{errs}");
+}
+
+#[test]
+fn routes_match_most_specific_host_then_longest_prefix() {
+    let rt = load(
+        "routes:
+  - { name: any, upstream: echo:// }
+  - { name: wild, host: \"*.example.com\", upstream: echo:// }
+  - { name: deep, host: \"*.eu.example.com\", upstream: echo:// }
+  - { name: app, host: app.example.com, upstream: echo:// }
+  - { name: app-api, host: App.Example.com, path: /api, upstream: echo:// }
+  - { name: app-static, host: app.example.com, path: /static/, upstream: echo:// }
+",
+    )
+    .unwrap();
+    let name = |host: &str, path: &str| rt.routes.find(host, path).map(|r| r.name.to_string());
+    assert_eq!(name("app.example.com", "/"), Some("app".into()));
+    assert_eq!(name("app.example.com", "/api"), Some("app-api".into()));
+    assert_eq!(name("app.example.com", "/api/v1"), Some("app-api".into()));
+    assert_eq!(name("app.example.com", "/apix"), Some("app".into()));
+    assert_eq!(name("app.example.com", "/static"), Some("app-static".into()));
+    assert_eq!(name("other.example.com", "/"), Some("wild".into()));
+    assert_eq!(name("x.eu.example.com", "/"), Some("deep".into()));
+    assert_eq!(name("a.b.example.com", "/"), Some("wild".into()));
+    assert_eq!(name("example.com", "/"), Some("any".into()));
+    assert_eq!(name("evilexample.com", "/"), Some("any".into()));
+}
+
+#[test]
+fn security_headers_merge_route_over_global_over_defaults() {
+    let rt = load(
+        "headers:
+  security:
+    frame_options: DENY
+    referrer_policy: null
+routes:
+  - upstream: echo://
+  - path: /embed
+    upstream: echo://
+    headers:
+      security: { frame_options: null, content_security_policy: \"default-src 'self'\" }
+",
+    )
+    .unwrap();
+    let names = |i: usize| {
+        let s = &rt.routes.routes()[i].headers.security;
+        s.always.iter().map(|(n, v)| format!("{n}: {}", v.to_str().unwrap())).collect::<Vec<_>>()
+    };
+    assert_eq!(names(0), ["x-content-type-options: nosniff", "x-frame-options: DENY"]);
+    assert_eq!(
+        names(1),
+        ["x-content-type-options: nosniff", "content-security-policy: default-src 'self'"]
+    );
+    assert!(rt.routes.routes()[0].headers.security.hsts.is_some());
+    let own: Vec<_> = rt.own_pages.always.iter().map(|(n, _)| n.as_str()).collect();
+    assert!(own.contains(&"content-security-policy") && own.contains(&"cache-control"));
+}

@@ -74,7 +74,7 @@ impl Reloader {
                     .with_label_values(&["failure"])
                     .inc();
                 let list: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
-                tracing::error!(trigger, errors = ?list, "configuration rejected; the running configuration stays");
+                tracing::error!(trigger, errors = %list.join("; "), "configuration rejected; the running configuration stays");
                 telemetry::audit(
                     "config_rejected",
                     serde_json::json!({ "trigger": trigger, "reason": list }),

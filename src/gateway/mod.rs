@@ -107,6 +107,11 @@ impl ProxyHttp for Gateway {
                 .and_then(|v| v.to_str().ok()),
         );
 
+        let target_len = req.uri.path_and_query().map_or(0, |pq| pq.as_str().len());
+        if let Err((status, reason)) = request::check_shape(req.version, &req.headers, target_len) {
+            return deny(session, ctx, status, reason, wants_html).await;
+        }
+
         let view = match build_view(session, ctx, wants_html) {
             Ok(v) => v,
             Err(bad) => {

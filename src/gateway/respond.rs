@@ -55,6 +55,8 @@ pub fn error_code(status: StatusCode) -> &'static str {
         401 => "unauthenticated",
         403 => "forbidden",
         404 => "not_found",
+        414 => "uri_too_long",
+        431 => "headers_too_large",
         429 => "rate_limited",
         502 => "bad_gateway",
         503 => "unavailable",
