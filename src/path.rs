@@ -51,6 +51,25 @@ fn hex(b: u8) -> Option<u8> {
     }
 }
 
+/// The common case, checked in one pass: printable ASCII without `%` or `\\`, and no empty,
+/// `.`-led segment (which covers `.`, `..`, `..;x` and `//`) except a final empty one. Such a
+/// path is already normal.
+fn is_plain(bytes: &[u8]) -> bool {
+    let mut prev = b'/';
+    for &b in &bytes[1..] {
+        let ok = match b {
+            b'%' | b'\\' | 0..=0x20 | 0x7f..=0xff => false,
+            b'/' | b'.' => prev != b'/',
+            _ => true,
+        };
+        if !ok {
+            return false;
+        }
+        prev = b;
+    }
+    true
+}
+
 /// Returns the normalised form of `raw` (the path part of the request target, no query).
 ///
 /// Unreserved characters are decoded, other escapes are kept with upper-case hex, repeated
@@ -61,6 +80,15 @@ pub fn normalize(raw: &str) -> Result<String, PathError> {
     if bytes.first() != Some(&b'/') {
         return Err(PathError::NotAbsolute);
     }
+    if is_plain(bytes) {
+        return Ok(raw.to_owned());
+    }
+    normalize_full(raw)
+}
+
+/// The whole algorithm, for paths the fast check could not vouch for.
+fn normalize_full(raw: &str) -> Result<String, PathError> {
+    let bytes = raw.as_bytes();
     // Pass 1: decode unreserved escapes, validate everything.
     let mut decoded = Vec::with_capacity(bytes.len());
     // Fully decoded bytes, only to check UTF-8 validity.
@@ -220,6 +248,32 @@ mod tests {
         for (raw, want) in cases {
             assert_eq!(normalize(raw), Err(want), "{raw:?}");
         }
+    }
+
+    #[test]
+    fn fast_path_agrees_with_the_full_one() {
+        for p in [
+            "/",
+            "/a/b",
+            "/a/b/",
+            "/a.b/c.d",
+            "/a/.hidden",
+            "/a//b",
+            "/a/./b",
+            "/a/..",
+            "/..;/x",
+            "/a/",
+            "/a/b/.",
+        ] {
+            if is_plain(p.as_bytes()) {
+                // A plain path must be a fixed point of the full algorithm.
+                assert_eq!(normalize_full(p), Ok(p.to_string()), "{p:?}");
+            }
+        }
+        assert!(is_plain(b"/a/b/"));
+        assert!(!is_plain(b"/a/.hidden"));
+        assert!(!is_plain(b"/a//b"));
+        assert!(!is_plain(b"/%41"));
     }
 
     #[test]

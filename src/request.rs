@@ -55,19 +55,31 @@ pub fn check_shape(
     if target_len > MAX_TARGET_BYTES {
         return Err((StatusCode::URI_TOO_LONG, "request target too long"));
     }
-    let size: usize = headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum();
+    let size: usize = headers
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum();
     if size > MAX_HEADER_BYTES {
-        return Err((StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "request headers too large"));
+        return Err((
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "request headers too large",
+        ));
     }
     if headers.contains_key(http::header::CONTENT_LENGTH)
         && headers.contains_key(http::header::TRANSFER_ENCODING)
     {
         // Request smuggling: two framings that different servers may read differently.
-        return Err((StatusCode::BAD_REQUEST, "both Content-Length and Transfer-Encoding"));
+        return Err((
+            StatusCode::BAD_REQUEST,
+            "both Content-Length and Transfer-Encoding",
+        ));
     }
     let hosts = headers.get_all(http::header::HOST).iter().count();
     if hosts > 1 || (hosts == 0 && version == http::Version::HTTP_11) {
-        return Err((StatusCode::BAD_REQUEST, "exactly one Host header is required"));
+        return Err((
+            StatusCode::BAD_REQUEST,
+            "exactly one Host header is required",
+        ));
     }
     Ok(())
 }
@@ -209,14 +221,28 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("host", HeaderValue::from_static("x"));
         assert!(check_shape(Version::HTTP_11, &h, 10).is_ok());
-        assert_eq!(check_shape(Version::HTTP_11, &h, MAX_TARGET_BYTES + 1).unwrap_err().0, StatusCode::URI_TOO_LONG);
+        assert_eq!(
+            check_shape(Version::HTTP_11, &h, MAX_TARGET_BYTES + 1)
+                .unwrap_err()
+                .0,
+            StatusCode::URI_TOO_LONG
+        );
         let mut big = h.clone();
-        big.insert("x-big", HeaderValue::from_str(&"a".repeat(MAX_HEADER_BYTES)).unwrap());
-        assert_eq!(check_shape(Version::HTTP_11, &big, 1).unwrap_err().0, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+        big.insert(
+            "x-big",
+            HeaderValue::from_str(&"a".repeat(MAX_HEADER_BYTES)).unwrap(),
+        );
+        assert_eq!(
+            check_shape(Version::HTTP_11, &big, 1).unwrap_err().0,
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+        );
         let mut both = h.clone();
         both.insert("content-length", HeaderValue::from_static("5"));
         both.insert("transfer-encoding", HeaderValue::from_static("chunked"));
-        assert_eq!(check_shape(Version::HTTP_11, &both, 1).unwrap_err().0, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            check_shape(Version::HTTP_11, &both, 1).unwrap_err().0,
+            StatusCode::BAD_REQUEST
+        );
         assert!(check_shape(Version::HTTP_11, &HeaderMap::new(), 1).is_err());
         assert!(check_shape(Version::HTTP_10, &HeaderMap::new(), 1).is_ok());
         let mut two = h.clone();

@@ -45,7 +45,10 @@ enum Frame {
         /// No key seen yet: the first key's place also stands for a sequence item.
         first: bool,
     },
-    Seq { path: String, index: usize },
+    Seq {
+        path: String,
+        index: usize,
+    },
 }
 
 #[derive(Default)]

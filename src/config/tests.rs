@@ -15,7 +15,12 @@ fn load(text: &str) -> Result<crate::runtime::Runtime, ConfigErrors> {
 }
 
 fn errors(text: &str) -> Vec<String> {
-    load(text).expect_err("config should be refused").0.iter().map(ToString::to_string).collect()
+    load(text)
+        .expect_err("config should be refused")
+        .0
+        .iter()
+        .map(ToString::to_string)
+        .collect()
 }
 
 #[test]
@@ -45,10 +50,18 @@ fn every_unknown_key_is_reported_with_its_place() {
 
 #[test]
 fn keys_of_later_capabilities_say_so() {
-    let errs = errors("session:\n  store: redis\nroutes:\n  - upstream: echo://\n    allow: { groups: [x] }\n");
+    let errs = errors(
+        "session:\n  store: redis\nroutes:\n  - upstream: echo://\n    allow: { groups: [x] }\n",
+    );
     assert_eq!(errs.len(), 2);
-    assert!(errs[0].starts_with("/etc/portcullis/test.yaml:1:1: session: not supported"), "{errs:?}");
-    assert!(errs[1].contains(":5:5: routes[0].allow: not supported"), "{errs:?}");
+    assert!(
+        errs[0].starts_with("/etc/portcullis/test.yaml:1:1: session: not supported"),
+        "{errs:?}"
+    );
+    assert!(
+        errs[1].contains(":5:5: routes[0].allow: not supported"),
+        "{errs:?}"
+    );
 }
 
 #[test]
@@ -86,7 +99,10 @@ routes:
         ":17:14: routes[3].headers.add.Host: Host is managed by Portcullis",
     ];
     for e in expect {
-        assert!(errs.iter().any(|got| got.contains(e)), "missing {e:?} in {errs:#?}");
+        assert!(
+            errs.iter().any(|got| got.contains(e)),
+            "missing {e:?} in {errs:#?}"
+        );
     }
     assert_eq!(errs.len(), expect.len(), "{errs:#?}");
 }
@@ -95,19 +111,31 @@ routes:
 fn type_and_syntax_errors_are_located() {
     let errs = errors("server:\n  threads: many\nroutes: []\n");
     assert_eq!(errs.len(), 1);
-    assert!(errs[0].starts_with("/etc/portcullis/test.yaml:2:12: server.threads: invalid type"), "{errs:?}");
+    assert!(
+        errs[0].starts_with("/etc/portcullis/test.yaml:2:12: server.threads: invalid type"),
+        "{errs:?}"
+    );
     let errs = errors("routes:\n  - upstream: echo://\n   bad indent: [\n");
     assert_eq!(errs.len(), 1);
-    assert!(errs[0].starts_with("/etc/portcullis/test.yaml:3:"), "{errs:?}");
+    assert!(
+        errs[0].starts_with("/etc/portcullis/test.yaml:3:"),
+        "{errs:?}"
+    );
 }
 
 #[test]
 fn environment_variables_expand_and_unset_ones_fail() {
     let rt = load("routes:\n  - upstream: ${UPSTREAM}\n    path: ${ROUTE_PATH:-/app}\n").unwrap();
-    assert_eq!(rt.routes.routes()[0].upstream.describe(), "http://127.0.0.1:3000");
+    assert_eq!(
+        rt.routes.routes()[0].upstream.describe(),
+        "http://127.0.0.1:3000"
+    );
     assert_eq!(rt.routes.routes()[0].path, "/app");
     let errs = errors("routes:\n  - upstream: ${NOT_SET_ANYWHERE}\n");
-    assert_eq!(errs, ["/etc/portcullis/test.yaml:2:15: environment variable NOT_SET_ANYWHERE is not set"]);
+    assert_eq!(
+        errs,
+        ["/etc/portcullis/test.yaml:2:15: environment variable NOT_SET_ANYWHERE is not set"]
+    );
 }
 
 #[test]
@@ -115,16 +143,22 @@ fn secrets_are_read_from_files_relative_to_the_config() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("token"), "Bearer s3cret\n").unwrap();
     let path: PathBuf = dir.path().join("portcullis.yaml");
-    let text = "routes:\n  - upstream: echo://\n    headers:\n      add_file: { Authorization: token }\n";
+    let text =
+        "routes:\n  - upstream: echo://\n    headers:\n      add_file: { Authorization: token }\n";
     let rt = load_str(text, &path, env).unwrap();
     let added = &rt.routes.routes()[0].headers.request_add;
     assert_eq!(added.len(), 1);
     assert_eq!(added[0].0, "authorization");
     assert_eq!(added[0].1, "Bearer s3cret");
 
-    let missing = "routes:\n  - upstream: echo://\n    headers:\n      add_file: { Authorization: nope }\n";
+    let missing =
+        "routes:\n  - upstream: echo://\n    headers:\n      add_file: { Authorization: nope }\n";
     let errs = load_str(missing, &path, env).unwrap_err();
-    assert!(errs.to_string().contains("routes[0].headers.add_file.Authorization: cannot read"), "{errs}");
+    assert!(
+        errs.to_string()
+            .contains("routes[0].headers.add_file.Authorization: cannot read"),
+        "{errs}"
+    );
 }
 
 #[test]
@@ -134,8 +168,15 @@ fn tls_files_must_exist_and_parse() {
     let path = dir.path().join("portcullis.yaml");
     let text = "server:\n  tls:\n    listen: [\"127.0.0.1:8443\"]\n    cert_file: cert.pem\n    key_file: missing.pem\nroutes:\n  - upstream: echo://\n";
     let errs = load_str(text, &path, env).unwrap_err().to_string();
-    assert!(errs.contains(":4:5: server.tls.cert_file:") && errs.contains("does not hold a valid PEM certificate"), "{errs}");
-    assert!(errs.contains(":5:5: server.tls.key_file: cannot read"), "{errs}");
+    assert!(
+        errs.contains(":4:5: server.tls.cert_file:")
+            && errs.contains("does not hold a valid PEM certificate"),
+        "{errs}"
+    );
+    assert!(
+        errs.contains(":5:5: server.tls.key_file: cannot read"),
+        "{errs}"
+    );
 }
 
 #[test]
@@ -156,7 +197,10 @@ fn routes_match_most_specific_host_then_longest_prefix() {
     assert_eq!(name("app.example.com", "/api"), Some("app-api".into()));
     assert_eq!(name("app.example.com", "/api/v1"), Some("app-api".into()));
     assert_eq!(name("app.example.com", "/apix"), Some("app".into()));
-    assert_eq!(name("app.example.com", "/static"), Some("app-static".into()));
+    assert_eq!(
+        name("app.example.com", "/static"),
+        Some("app-static".into())
+    );
     assert_eq!(name("other.example.com", "/"), Some("wild".into()));
     assert_eq!(name("x.eu.example.com", "/"), Some("deep".into()));
     assert_eq!(name("a.b.example.com", "/"), Some("wild".into()));
@@ -182,14 +226,28 @@ routes:
     .unwrap();
     let names = |i: usize| {
         let s = &rt.routes.routes()[i].headers.security;
-        s.always.iter().map(|(n, v)| format!("{n}: {}", v.to_str().unwrap())).collect::<Vec<_>>()
+        s.always
+            .iter()
+            .map(|(n, v)| format!("{n}: {}", v.to_str().unwrap()))
+            .collect::<Vec<_>>()
     };
-    assert_eq!(names(0), ["x-content-type-options: nosniff", "x-frame-options: DENY"]);
+    assert_eq!(
+        names(0),
+        ["x-content-type-options: nosniff", "x-frame-options: DENY"]
+    );
     assert_eq!(
         names(1),
-        ["x-content-type-options: nosniff", "content-security-policy: default-src 'self'"]
+        [
+            "x-content-type-options: nosniff",
+            "content-security-policy: default-src 'self'"
+        ]
     );
     assert!(rt.routes.routes()[0].headers.security.hsts.is_some());
-    let own: Vec<_> = rt.own_pages.always.iter().map(|(n, _)| n.as_str()).collect();
+    let own: Vec<_> = rt
+        .own_pages
+        .always
+        .iter()
+        .map(|(n, _)| n.as_str())
+        .collect();
     assert!(own.contains(&"content-security-policy") && own.contains(&"cache-control"));
 }

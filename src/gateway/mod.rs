@@ -224,14 +224,19 @@ impl ProxyHttp for Gateway {
         for (n, v) in &route.headers.response_add {
             resp.insert_header(n.clone(), v.clone())?;
         }
-        let missing: Vec<_> = route
-            .headers
-            .security
-            .missing(&resp.headers, ctx.tls)
-            .map(|(n, v)| (n.clone(), v.clone()))
-            .collect();
-        for (n, v) in missing {
-            resp.insert_header(n, v)?;
+        let security = &route.headers.security;
+        for (n, v) in &security.always {
+            if !resp.headers.contains_key(n) {
+                resp.insert_header(n.clone(), v.clone())?;
+            }
+        }
+        if let (true, Some(v)) = (ctx.tls, &security.hsts) {
+            if !resp
+                .headers
+                .contains_key(http::header::STRICT_TRANSPORT_SECURITY)
+            {
+                resp.insert_header(http::header::STRICT_TRANSPORT_SECURITY, v.clone())?;
+            }
         }
         Ok(())
     }
