@@ -91,6 +91,9 @@ fn main() -> ExitCode {
             };
             portcullis::telemetry::init_logging(&runtime.logging);
             portcullis::telemetry::metrics::init();
+            portcullis::telemetry::metrics::register_routes(
+                runtime.routes.routes().iter().map(|r| &*r.name),
+            );
             if let Err(e) = portcullis::server::run(runtime, path) {
                 eprintln!("portcullis: {e:#}");
                 return ExitCode::FAILURE;

@@ -9,24 +9,19 @@ pub struct ExpandError {
     pub message: String,
 }
 
-/// Expands variables using `lookup`; `$${` stands for a literal `${`.
+/// Expands variables using `lookup`; `$${` stands for a literal `${`. Returns the text and
+/// the variables that could not be expanded (each replaced by nothing, so that the rest of
+/// the file can still be checked).
 ///
 /// A value containing a newline is refused: it would change the structure of the file
 /// (use a `*_file` key for multi-line secrets).
-pub fn expand(
-    text: &str,
-    lookup: impl Fn(&str) -> Option<String>,
-) -> Result<String, Vec<ExpandError>> {
+pub fn expand(text: &str, lookup: impl Fn(&str) -> Option<String>) -> (String, Vec<ExpandError>) {
     let mut out = String::with_capacity(text.len());
     let mut errors = Vec::new();
     for (line_no, line) in text.split_inclusive('\n').enumerate() {
         expand_line(line, line_no + 1, &lookup, &mut out, &mut errors);
     }
-    if errors.is_empty() {
-        Ok(out)
-    } else {
-        Err(errors)
-    }
+    (out, errors)
 }
 
 fn expand_line(
@@ -137,13 +132,15 @@ mod tests {
 
     #[test]
     fn expands_set_variables_and_defaults() {
-        let out = expand("host: ${HOST}\nport: ${PORT:-8080}\ne: ${EMPTY:-x}\n", env).unwrap();
+        let (out, errs) = expand("host: ${HOST}\nport: ${PORT:-8080}\ne: ${EMPTY:-x}\n", env);
+        assert!(errs.is_empty());
         assert_eq!(out, "host: app.example.com\nport: 8080\ne: x\n");
     }
 
     #[test]
     fn unset_variable_is_an_error_with_its_place() {
-        let errs = expand("a: 1\nb: x${MISSING}\n", env).unwrap_err();
+        let (out, errs) = expand("a: 1\nb: x${MISSING}\n", env);
+        assert_eq!(out, "a: 1\nb: x\n");
         assert_eq!(errs.len(), 1);
         assert_eq!((errs[0].line, errs[0].col), (2, 5));
         assert!(errs[0].message.contains("MISSING"));
@@ -151,11 +148,11 @@ mod tests {
 
     #[test]
     fn comments_and_escapes_are_left_alone() {
-        let out = expand(
+        let (out, errs) = expand(
             "a: 1 # ${MISSING}\n# ${ALSO}\nb: \"#${HOST}\"\nc: $${HOST}\n",
             env,
-        )
-        .unwrap();
+        );
+        assert!(errs.is_empty());
         assert_eq!(
             out,
             "a: 1 # ${MISSING}\n# ${ALSO}\nb: \"#app.example.com\"\nc: ${HOST}\n"
@@ -164,8 +161,8 @@ mod tests {
 
     #[test]
     fn newline_values_and_bad_names_are_refused() {
-        assert!(expand("a: ${NL}\n", env).is_err());
-        assert!(expand("a: ${1X}\n", env).is_err());
-        assert!(expand("a: ${OPEN\n", env).is_err());
+        assert_eq!(expand("a: ${NL}\n", env).1.len(), 1);
+        assert_eq!(expand("a: ${1X}\n", env).1.len(), 1);
+        assert_eq!(expand("a: ${OPEN\n", env).1.len(), 1);
     }
 }

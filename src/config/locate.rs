@@ -25,6 +25,15 @@ impl Locations {
         }
     }
 
+    /// The deepest key that starts on `line`, for errors found by line (variable expansion).
+    pub fn key_at(&self, line: usize) -> Option<String> {
+        self.places
+            .iter()
+            .filter(|(_, (l, _))| *l == line)
+            .max_by_key(|(k, (_, col))| (*col, k.len()))
+            .map(|(k, _)| k.clone())
+    }
+
     /// The place of `path`, or of its closest ancestor that is in the file.
     pub fn find(&self, path: &str) -> Option<(usize, usize)> {
         let mut p = path;

@@ -56,18 +56,22 @@ pub fn load_str(
         key,
         message,
     };
-    let text = expand::expand(text, env).map_err(|errs| {
-        ConfigErrors(
-            errs.into_iter()
-                .map(|e| at(Some(e.line), Some(e.col), String::new(), e.message))
-                .collect(),
-        )
-    })?;
+    // An unset variable is reported, then read as empty so that the rest of the file is
+    // still checked; errors on the same line as an unset variable are its echoes and dropped.
+    let (text, unset) = expand::expand(text, env);
     let locations = Locations::index(&text);
     let locate = |key: String, message: String| {
         let place = locations.find(&key);
         at(place.map(|p| p.0), place.map(|p| p.1), key, message)
     };
+    let mut errors: Vec<ConfigError> = unset
+        .iter()
+        .map(|e| {
+            let key = locations.key_at(e.line).unwrap_or_default();
+            at(Some(e.line), Some(e.col), key, e.message.clone())
+        })
+        .collect();
+    let echo_of_unset = |e: &ConfigError| unset.iter().any(|u| Some(u.line) == e.line);
 
     let mut unknown = Vec::new();
     let parsed: Result<schema::File, serde_yaml::Error> = if text.trim().is_empty() {
@@ -76,31 +80,33 @@ pub fn load_str(
         let de = serde_yaml::Deserializer::from_str(&text);
         serde_ignored::deserialize(de, |p| unknown.push(key_of(&p)))
     };
-    let mut errors: Vec<ConfigError> = unknown
-        .into_iter()
-        .map(|key| {
-            let last = key.rsplit(['.', ']']).next().unwrap_or(&key);
-            let message = if NOT_YET.contains(&key.as_str()) || NOT_YET.contains(&last) {
-                "not supported by this version of Portcullis yet".to_string()
-            } else {
-                "unknown key".to_string()
-            };
-            locate(key, message)
-        })
-        .collect();
-    let file = match parsed {
-        Ok(f) => f,
+    errors.extend(unknown.into_iter().map(|key| {
+        let last = key.rsplit(['.', ']']).next().unwrap_or(&key);
+        let message = if NOT_YET.contains(&key.as_str()) || NOT_YET.contains(&last) {
+            "not supported by this version of Portcullis yet".to_string()
+        } else {
+            "unknown key".to_string()
+        };
+        locate(key, message)
+    }));
+    match parsed {
         Err(e) => {
-            errors.push(yaml_error(path, &e));
-            return Err(ConfigErrors(errors));
+            let e = yaml_error(path, &e);
+            if !echo_of_unset(&e) {
+                errors.push(e);
+            }
         }
-    };
-    if !errors.is_empty() {
-        return Err(ConfigErrors(errors));
+        Ok(file) => match compile::compile(file, path) {
+            Ok(runtime) if errors.is_empty() => return Ok(runtime),
+            Ok(_) => {}
+            Err(Problems(list)) => errors.extend(
+                list.into_iter()
+                    .map(|(k, m)| locate(k, m))
+                    .filter(|e| !echo_of_unset(e)),
+            ),
+        },
     }
-    compile::compile(file, path).map_err(|Problems(list)| {
-        ConfigErrors(list.into_iter().map(|(k, m)| locate(k, m)).collect())
-    })
+    Err(ConfigErrors(errors))
 }
 
 /// A syntax or type error from the YAML parser, with its place taken out of the message.

@@ -44,6 +44,8 @@ fn every_unknown_key_is_reported_with_its_place() {
             "/etc/portcullis/test.yaml:2:3: server.listne: unknown key",
             "/etc/portcullis/test.yaml:5:5: routes[0].hots: unknown key",
             "/etc/portcullis/test.yaml:7:5: routes[1].pth: unknown key",
+            // With the misspelt keys ignored, both routes serve any host at /.
+            "/etc/portcullis/test.yaml:6:5: routes[1].path: duplicate route: routes[0] already serves host * path /",
         ]
     );
 }
@@ -134,7 +136,7 @@ fn environment_variables_expand_and_unset_ones_fail() {
     let errs = errors("routes:\n  - upstream: ${NOT_SET_ANYWHERE}\n");
     assert_eq!(
         errs,
-        ["/etc/portcullis/test.yaml:2:15: environment variable NOT_SET_ANYWHERE is not set"]
+        ["/etc/portcullis/test.yaml:2:15: routes[0].upstream: environment variable NOT_SET_ANYWHERE is not set"]
     );
 }
 
@@ -250,4 +252,25 @@ routes:
         .map(|(n, _)| n.as_str())
         .collect();
     assert!(own.contains(&"content-security-policy") && own.contains(&"cache-control"));
+}
+
+#[test]
+fn unknown_keys_unset_variables_and_bad_values_are_reported_together() {
+    let errs = errors(
+        "server:\n  timeouts: { idle: 10x }\nroutes:\n  - upstream: ${NOT_SET_ANYWHERE}\n    upstrem: x\n  - upstream: ftp://x\n",
+    );
+    let expect = [
+        ":4:15: routes[0].upstream: environment variable NOT_SET_ANYWHERE is not set",
+        ":5:5: routes[0].upstrem: unknown key",
+        ":2:15: server.timeouts.idle: invalid duration",
+        ":6:5: routes[1].upstream: unsupported upstream scheme",
+    ];
+    for e in expect {
+        assert!(
+            errs.iter().any(|got| got.contains(e)),
+            "missing {e:?} in {errs:#?}"
+        );
+    }
+    // The empty value left by the unset variable is not reported a second time.
+    assert_eq!(errs.len(), expect.len(), "{errs:#?}");
 }

@@ -26,7 +26,13 @@ pub async fn write(session: &mut Session, reply: Reply<'_>) -> Result<()> {
     if let Some(ct) = reply.content_type {
         resp.insert_header(http::header::CONTENT_TYPE, ct)?;
     }
-    resp.insert_header(http::header::CONTENT_LENGTH, reply.body.len())?;
+    // 1xx, 204 and 304 must not carry a Content-Length (RFC 9110 §8.6).
+    let bodiless = reply.status.is_informational()
+        || reply.status == StatusCode::NO_CONTENT
+        || reply.status == StatusCode::NOT_MODIFIED;
+    if !bodiless {
+        resp.insert_header(http::header::CONTENT_LENGTH, reply.body.len())?;
+    }
     for (n, v) in reply.extra {
         resp.insert_header(n.clone(), v.clone())?;
     }
@@ -38,7 +44,7 @@ pub async fn write(session: &mut Session, reply: Reply<'_>) -> Result<()> {
     for (n, v) in missing {
         resp.insert_header(n, v)?;
     }
-    let body_empty = head || reply.body.is_empty();
+    let body_empty = head || bodiless || reply.body.is_empty();
     session
         .write_response_header(Box::new(resp), body_empty)
         .await?;
