@@ -14,5 +14,6 @@ pub mod request;
 pub mod routes;
 pub mod runtime;
 pub mod server;
+pub mod session;
 pub mod telemetry;
 pub mod upstream;

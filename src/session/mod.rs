@@ -1,0 +1,30 @@
+//! Sessions: the sealed cookie, the encrypted record, the stores that keep records (memory or
+//! Redis), and the per-process cache in front of them.
+//!
+//! The engine only: nothing here knows HTTP or Pingora. The login flow creates sessions through
+//! [`SessionStore::create`] and hands the browser a [`SessionCookie`]; each request decodes the
+//! cookie and asks [`SessionCache::load`], which costs no store command while the session is
+//! cached. Logout deletes the record, which also tells every replica's cache.
+
+pub mod cache;
+pub mod clock;
+pub mod cookie;
+pub mod keys;
+pub mod memory;
+pub mod record;
+pub mod redis;
+mod redis_conn;
+pub mod store;
+
+pub use cache::SessionCache;
+pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
+pub use cookie::{CookieSettings, SameSite, SessionCookie};
+pub use keys::{KeyError, Purpose, SessionKeys};
+pub use memory::MemoryStore;
+pub use record::{SessionId, SessionRecord, UserKey};
+pub use redis::RedisStore;
+pub use redis_conn::{redact, RedisSettings, RedisTarget};
+pub use store::{
+    Created, Invalidation, Invalidations, Lock, SessionStore, StoreError, StoreSettings,
+    HANDOVER_TTL,
+};

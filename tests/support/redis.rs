@@ -1,0 +1,325 @@
+//! Real Redis for tests: `redis-server` processes on free local ports, each in its own
+//! temporary directory, killed when dropped. Also a Sentinel setup (master, replica, sentinel)
+//! and a three-master Cluster. Nothing here talks to a shared Redis.
+#![allow(dead_code)]
+
+use std::collections::BTreeSet;
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+pub const REDIS_SERVER: &str = "/usr/bin/redis-server";
+pub const REDIS_CLI: &str = "/usr/bin/redis-cli";
+
+/// A port on 127.0.0.1 that nothing listens on now, never handed out twice in this process.
+pub fn free_port() -> u16 {
+    static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    loop {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("binding an ephemeral port");
+        let port = listener.local_addr().expect("local address").port();
+        drop(listener);
+        // Cluster nodes also listen on port + 10000: keep that one below 65536.
+        if port < 55_000 && GIVEN.lock().expect("port registry").insert(port) {
+            return port;
+        }
+    }
+}
+
+/// One `redis-server`. Restartable on the same port and directory.
+pub struct RedisServer {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    args: Vec<String>,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    /// A throw-away server: no RDB snapshots, no AOF.
+    pub fn start() -> RedisServer {
+        RedisServer::start_with(&["--save", "", "--appendonly", "no"])
+    }
+
+    /// A server that keeps its data across restarts (AOF, fsync always).
+    pub fn start_durable() -> RedisServer {
+        RedisServer::start_with(&[
+            "--save",
+            "",
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+        ])
+    }
+
+    pub fn start_with(extra: &[&str]) -> RedisServer {
+        let dir = tempfile::tempdir().expect("temp dir for redis");
+        let mut server = RedisServer {
+            port: free_port(),
+            dir,
+            args: extra.iter().map(|s| s.to_string()).collect(),
+            child: None,
+        };
+        server.spawn();
+        server
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn spawn(&mut self) {
+        let mut cmd = Command::new(REDIS_SERVER);
+        cmd.arg("--port")
+            .arg(self.port.to_string())
+            .arg("--bind")
+            .arg("127.0.0.1")
+            .arg("--dir")
+            .arg(self.dir.path())
+            .arg("--logfile")
+            .arg(self.dir.path().join("redis.log"))
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        self.child = Some(cmd.spawn().expect("starting redis-server"));
+        wait_for_ping(self.port, Duration::from_secs(10));
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// Kills the server (SIGKILL: nothing is flushed beyond what fsync already wrote).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port and directory.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    /// A plain synchronous connection for inspecting what the store wrote.
+    pub fn raw(&self) -> redis::Connection {
+        redis::Client::open(self.url())
+            .expect("client")
+            .get_connection()
+            .expect("raw connection to the test redis")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Waits until `PING` on `port` answers.
+pub fn wait_for_ping(port: u16, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let ok = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+            .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(200)))
+            .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
+            .is_ok();
+        if ok {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "redis on port {port} never answered PING"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A master, one replica and one sentinel watching them as `mymaster`.
+pub struct SentinelSetup {
+    pub master: RedisServer,
+    pub replica: RedisServer,
+    pub sentinel: Child,
+    pub sentinel_port: u16,
+    sentinel_dir: tempfile::TempDir,
+}
+
+pub const SENTINEL_MASTER: &str = "mymaster";
+
+impl SentinelSetup {
+    pub fn start() -> SentinelSetup {
+        let master = RedisServer::start();
+        let replica = RedisServer::start_with(&[
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--replicaof",
+            "127.0.0.1",
+            &master.port.to_string(),
+        ]);
+        let sentinel_dir = tempfile::tempdir().expect("temp dir for sentinel");
+        let sentinel_port = free_port();
+        let conf = sentinel_dir.path().join("sentinel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "port {sentinel_port}\nbind 127.0.0.1\ndir {dir}\nlogfile {dir}/sentinel.log\n\
+                 sentinel monitor {SENTINEL_MASTER} 127.0.0.1 {m} 1\n\
+                 sentinel down-after-milliseconds {SENTINEL_MASTER} 500\n\
+                 sentinel failover-timeout {SENTINEL_MASTER} 3000\n\
+                 sentinel parallel-syncs {SENTINEL_MASTER} 1\n",
+                dir = sentinel_dir.path().display(),
+                m = master.port,
+            ),
+        )
+        .expect("writing sentinel.conf");
+        let sentinel = Command::new(REDIS_SERVER)
+            .arg(&conf)
+            .arg("--sentinel")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting redis sentinel");
+        wait_for_ping(sentinel_port, Duration::from_secs(10));
+        let setup = SentinelSetup {
+            master,
+            replica,
+            sentinel,
+            sentinel_port,
+            sentinel_dir,
+        };
+        // Wait until the replica is in sync and the sentinel knows about it.
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let mut c = setup.replica.raw();
+            let info: String = redis::cmd("INFO")
+                .arg("replication")
+                .query(&mut c)
+                .unwrap_or_default();
+            let replicas = setup.sentinel_replicas();
+            if info.contains("master_link_status:up") && replicas > 0 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "replica never synced: {info}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        setup
+    }
+
+    pub fn sentinel_url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.sentinel_port)
+    }
+
+    fn sentinel_replicas(&self) -> usize {
+        let Ok(mut c) = redis::Client::open(self.sentinel_url()).and_then(|c| c.get_connection())
+        else {
+            return 0;
+        };
+        redis::cmd("SENTINEL")
+            .arg("REPLICAS")
+            .arg(SENTINEL_MASTER)
+            .query::<Vec<redis::Value>>(&mut c)
+            .map(|v| v.len())
+            .unwrap_or(0)
+    }
+
+    /// The master's port as Sentinel currently reports it.
+    pub fn reported_master_port(&self) -> Option<u16> {
+        let mut c = redis::Client::open(self.sentinel_url())
+            .ok()?
+            .get_connection()
+            .ok()?;
+        let addr: Vec<String> = redis::cmd("SENTINEL")
+            .arg("GET-MASTER-ADDR-BY-NAME")
+            .arg(SENTINEL_MASTER)
+            .query(&mut c)
+            .ok()?;
+        addr.get(1)?.parse().ok()
+    }
+
+    pub fn sentinel_log(&self) -> String {
+        std::fs::read_to_string(self.sentinel_dir.path().join("sentinel.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for SentinelSetup {
+    fn drop(&mut self) {
+        let _ = self.sentinel.kill();
+        let _ = self.sentinel.wait();
+    }
+}
+
+/// Three cluster-enabled masters joined into one Cluster with `redis-cli --cluster create`.
+pub struct ClusterSetup {
+    pub nodes: Vec<RedisServer>,
+}
+
+impl ClusterSetup {
+    pub fn start() -> ClusterSetup {
+        let nodes: Vec<RedisServer> = (0..3)
+            .map(|_| {
+                RedisServer::start_with(&[
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "2000",
+                ])
+            })
+            .collect();
+        let addrs: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let out = Command::new(REDIS_CLI)
+            .arg("--cluster")
+            .arg("create")
+            .args(&addrs)
+            .arg("--cluster-replicas")
+            .arg("0")
+            .arg("--cluster-yes")
+            .stdin(Stdio::null())
+            .output()
+            .expect("running redis-cli --cluster create");
+        assert!(
+            out.status.success(),
+            "cluster create failed: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let deadline = Instant::now() + Duration::from_secs(15);
+        for node in &nodes {
+            loop {
+                let mut c = node.raw();
+                let info: String = redis::cmd("CLUSTER")
+                    .arg("INFO")
+                    .query(&mut c)
+                    .unwrap_or_default();
+                if info.contains("cluster_state:ok") {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "cluster never became ok: {info}");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        ClusterSetup { nodes }
+    }
+
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(RedisServer::url).collect()
+    }
+}
