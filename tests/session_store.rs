@@ -850,3 +850,52 @@ async fn redis_cluster_smoke() {
     let got = tokio::time::timeout(Duration::from_secs(2), inv.next()).await;
     assert_eq!(got.unwrap(), Some(Invalidation::Session(sids[0])));
 }
+
+#[tokio::test]
+async fn redis_over_tls_verifies_the_server() {
+    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_file, key_file) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_file, cert.cert.pem()).unwrap();
+    std::fs::write(&key_file, cert.key_pair.serialize_pem()).unwrap();
+    let tls_port = redis_support::free_port();
+    let _server = RedisServer::start_with(&[
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--tls-port",
+        &tls_port.to_string(),
+        "--tls-cert-file",
+        cert_file.to_str().unwrap(),
+        "--tls-key-file",
+        key_file.to_str().unwrap(),
+        "--tls-auth-clients",
+        "no",
+    ]);
+    let url = format!("rediss://127.0.0.1:{tls_port}/");
+    let clock = ManualClock::new();
+
+    let mut trusted = RedisSettings::new(RedisTarget::Url(url.clone()));
+    trusted.ca_pem = Some(cert.cert.pem().into_bytes());
+    let store = RedisStore::connect(trusted, settings(), keys(), clock.clone())
+        .await
+        .unwrap();
+    let sid = eventually(Duration::from_secs(5), || store.create(login("alice")))
+        .await
+        .record
+        .sid;
+    assert!(store.get(&sid).await.unwrap().is_some());
+    assert!(store.wait_subscribed(Duration::from_secs(5)).await);
+
+    // The system roots do not know this self-signed certificate: refused.
+    let untrusted = RedisStore::connect(
+        RedisSettings::new(RedisTarget::Url(url)),
+        settings(),
+        keys(),
+        clock,
+    )
+    .await
+    .unwrap();
+    assert!(untrusted.ping().await.is_err());
+}

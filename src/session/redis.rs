@@ -9,7 +9,9 @@
 //! | `l:<name>` | string | a lock's holder token, with a Redis TTL |
 //! | `h:<sha256(code)>` | string | a sealed hand-over payload, 30 s TTL |
 //!
-//! and invalidations are published on the channel `invalidate`.
+//! and invalidations are published on the channel `invalidate`. Session ids appear in key
+//! names: an id alone is not a credential (a cookie must also be sealed with the cookie key).
+//! A hand-over code is one, so only its hash is stored.
 //!
 //! A session's end (the earlier of `expires_at` and the idle deadline) is the record key's
 //! absolute expiry (`PXAT`, read back with `PEXPIRETIME`, Redis ≥ 7.0). So restarting the idle

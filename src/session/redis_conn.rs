@@ -14,7 +14,7 @@ use ::redis::cluster_async::ClusterConnection;
 use ::redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
 use ::redis::{
     Client, Cmd, ErrorKind, IntoConnectionInfo, Pipeline, RedisError, RedisFuture, RedisResult,
-    ServerErrorKind, TlsMode, Value,
+    ServerErrorKind, TlsCertificates, TlsMode, Value,
 };
 use arc_swap::ArcSwapOption;
 use std::fmt;
@@ -88,6 +88,9 @@ pub struct RedisSettings {
     pub key_prefix: String,
     /// Upper bound on any one store operation, connecting included.
     pub op_timeout: Duration,
+    /// PEM certificates to trust for `rediss://` instead of the system's roots (a private CA).
+    /// Not supported with Sentinel yet.
+    pub ca_pem: Option<Vec<u8>>,
 }
 
 impl RedisSettings {
@@ -96,6 +99,7 @@ impl RedisSettings {
             target,
             key_prefix: "portcullis:".into(),
             op_timeout: Duration::from_secs(1),
+            ca_pem: None,
         }
     }
 }
@@ -179,6 +183,13 @@ fn manager_config(op_timeout: Duration) -> ConnectionManagerConfig {
         .set_max_delay(Duration::from_millis(500))
 }
 
+fn certs(ca_pem: &[u8]) -> TlsCertificates {
+    TlsCertificates {
+        client_tls: None,
+        root_cert: Some(ca_pem.to_vec()),
+    }
+}
+
 fn settings_error(what: &str, e: RedisError) -> StoreError {
     StoreError::Settings(format!("{what}: {e}"))
 }
@@ -188,8 +199,11 @@ impl Link {
     pub(crate) fn new(settings: &RedisSettings) -> Result<Link, StoreError> {
         let backend = match &settings.target {
             RedisTarget::Url(url) => {
-                let client = Client::open(url.as_str())
-                    .map_err(|e| settings_error("invalid session.redis.url", e))?;
+                let client = match &settings.ca_pem {
+                    None => Client::open(url.as_str()),
+                    Some(ca) => Client::build_with_tls(url.as_str(), certs(ca)),
+                }
+                .map_err(|e| settings_error("invalid session.redis.url", e))?;
                 let manager = ConnectionManager::new_lazy_with_config(
                     client.clone(),
                     manager_config(settings.op_timeout),
@@ -205,7 +219,10 @@ impl Link {
                 }
                 let seeds = urls
                     .iter()
-                    .map(|u| Client::open(u.as_str()))
+                    .map(|u| match &settings.ca_pem {
+                        None => Client::open(u.as_str()),
+                        Some(ca) => Client::build_with_tls(u.as_str(), certs(ca)),
+                    })
                     .collect::<RedisResult<Vec<_>>>()
                     .map_err(|e| settings_error("invalid session.redis.cluster URL", e))?;
                 let infos = urls
@@ -213,10 +230,14 @@ impl Link {
                     .map(|u| u.as_str().into_connection_info())
                     .collect::<RedisResult<Vec<_>>>()
                     .map_err(|e| settings_error("invalid session.redis.cluster URL", e))?;
-                let client = ClusterClient::builder(infos)
+                let mut builder = ClusterClient::builder(infos)
                     .connection_timeout(settings.op_timeout)
                     .response_timeout(settings.op_timeout)
-                    .retries(2)
+                    .retries(2);
+                if let Some(ca) = &settings.ca_pem {
+                    builder = builder.certs(certs(ca));
+                }
+                let client = builder
                     .build()
                     .map_err(|e| settings_error("session.redis.cluster", e))?;
                 let conn = client.get_pending_async_connection_with_config(
@@ -237,6 +258,11 @@ impl Link {
                 if urls.is_empty() {
                     return Err(StoreError::Settings(
                         "session.redis.sentinel needs at least one URL".into(),
+                    ));
+                }
+                if settings.ca_pem.is_some() {
+                    return Err(StoreError::Settings(
+                        "a custom CA for Redis is not supported with Sentinel yet".into(),
                     ));
                 }
                 let mut info = ::redis::RedisConnectionInfo::default().set_db(*db);
