@@ -35,11 +35,7 @@ impl ProxyHttp for PassThrough {
     }
 
     async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut ()) -> Result<Box<HttpPeer>> {
-        Ok(Box::new(HttpPeer::new(
-            self.upstream,
-            false,
-            String::new(),
-        )))
+        Ok(Box::new(HttpPeer::new(self.upstream, false, String::new())))
     }
 }
 
