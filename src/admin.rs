@@ -29,16 +29,25 @@ impl ServeHttp for AdminApp {
             ),
             (true, "/healthz") => (StatusCode::OK, "text/plain", b"ok\n".to_vec()),
             (true, "/readyz") => {
-                // Ready once a configuration with at least one route is serving. Later stores
-                // and providers add their own checks here.
-                if self.runtime.load().routes.routes().is_empty() {
-                    (
+                // Ready when a configuration is serving, its session store answers and every
+                // identity provider has been discovered.
+                let rt = self.runtime.load_full();
+                let auth_ready = match &rt.auth {
+                    Some(auth) => auth.ready().await,
+                    None => Ok(()),
+                };
+                match auth_ready {
+                    _ if rt.routes.routes().is_empty() => (
                         StatusCode::SERVICE_UNAVAILABLE,
                         "text/plain",
                         b"no routes\n".to_vec(),
-                    )
-                } else {
-                    (StatusCode::OK, "text/plain", b"ready\n".to_vec())
+                    ),
+                    Err(e) => (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "text/plain",
+                        format!("not ready: {e}\n").into_bytes(),
+                    ),
+                    Ok(()) => (StatusCode::OK, "text/plain", b"ready\n".to_vec()),
                 }
             }
             (true, "/metrics") => (

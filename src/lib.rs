@@ -5,10 +5,12 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod auth;
 pub mod config;
 pub mod decision;
 pub mod gateway;
 pub mod headers;
+pub mod io;
 pub mod oidc;
 pub mod path;
 pub mod redirect;

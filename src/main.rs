@@ -77,7 +77,7 @@ fn main() -> ExitCode {
         }
         Command::Serve { config } => {
             let path = config_path(config);
-            let runtime = match portcullis::config::load(&path) {
+            let mut runtime = match portcullis::config::load(&path) {
                 Ok(rt) => rt,
                 Err(errors) => {
                     eprintln!("{errors}");
@@ -90,6 +90,10 @@ fn main() -> ExitCode {
                 }
             };
             portcullis::telemetry::init_logging(&runtime.logging);
+            if let Err(e) = runtime.activate(None) {
+                eprintln!("portcullis: {e}");
+                return ExitCode::FAILURE;
+            }
             portcullis::telemetry::metrics::init();
             portcullis::telemetry::metrics::register_routes(
                 runtime.routes.routes().iter().map(|r| &*r.name),

@@ -8,9 +8,14 @@ use crate::upstream::Upstream;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-/// Who must be logged in on a route. Only `None` exists until login lands.
+/// Who must be logged in on a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthMode {
+    /// Login required: browsers are sent to log in, API clients get 401.
+    Required,
+    /// Identity forwarded when there is a session; anonymous requests pass too.
+    Optional,
+    /// No session is looked at.
     None,
 }
 
@@ -23,6 +28,8 @@ pub struct Route {
     pub path: String,
     pub upstream: Upstream,
     pub auth: AuthMode,
+    /// The provider to log in with (an id from `providers`), when the route has auth.
+    pub provider: Option<String>,
     pub websocket: bool,
     pub headers: RouteHeaders,
 }

@@ -1,12 +1,14 @@
 //! `Runtime`: the compiled, immutable form of one configuration file. Requests hold an
 //! `Arc<Runtime>` for their whole life, so a reload never changes a request mid-flight.
 
+use crate::auth::{Auth, AuthConfig};
 use crate::headers::{SecurityHeaders, StripList};
 use crate::request::TrustedProxies;
 use crate::routes::RouteTable;
 use http::HeaderName;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Debug)]
@@ -25,6 +27,32 @@ pub struct Runtime {
     /// Headers on Portcullis' own pages: the global security headers, a strict CSP, no-store.
     pub own_pages: SecurityHeaders,
     pub remove_response: Vec<HeaderName>,
+    /// `headers.identity`: header name and template, sent upstream for logged-in users.
+    pub identity_headers: Vec<(HeaderName, String)>,
+    /// Login settings as compiled (pure data); `None` without providers.
+    pub auth_config: Option<AuthConfig>,
+    /// The live services for `auth_config`, set by [`Runtime::activate`] before serving.
+    pub auth: Option<Arc<Auth>>,
+}
+
+impl Runtime {
+    /// Builds (or reuses from `previous`, when the login settings are unchanged) the live
+    /// login services. A reload that does not touch `session`/`providers` keeps every session
+    /// and connection.
+    pub fn activate(&mut self, previous: Option<&Runtime>) -> Result<(), String> {
+        let Some(config) = &self.auth_config else {
+            self.auth = None;
+            return Ok(());
+        };
+        if let Some(prev) = previous.and_then(|p| p.auth.as_ref()) {
+            if prev.config.fingerprint == config.fingerprint {
+                self.auth = Some(Arc::clone(prev));
+                return Ok(());
+            }
+        }
+        self.auth = Some(Auth::start(config.clone(), &crate::io::handle())?);
+        Ok(())
+    }
 }
 
 /// Addresses bound at start; changing them needs a restart.

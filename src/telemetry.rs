@@ -49,11 +49,39 @@ pub mod metrics {
         .expect("metric names are static and registered once")
     });
 
+    pub static STORE_ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+        register_int_counter_vec!(
+            "portcullis_store_errors_total",
+            "Session store operations that failed, by operation",
+            &["op"]
+        )
+        .expect("metric names are static and registered once")
+    });
+    pub static LOGINS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+        register_int_counter_vec!(
+            "portcullis_logins_total",
+            "Finished logins, by provider and result (success, failure, error)",
+            &["provider", "result"]
+        )
+        .expect("metric names are static and registered once")
+    });
+    pub static AUTH_DECISIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+        register_int_counter_vec!(
+            "portcullis_auth_decisions_total",
+            "Decisions on requests to routes with auth, by route and decision",
+            &["route", "decision"]
+        )
+        .expect("metric names are static and registered once")
+    });
+
     /// Registers every metric so that `/metrics` lists them before the first request.
     pub fn init() {
         LazyLock::force(&REQUESTS);
         LazyLock::force(&DURATION);
         LazyLock::force(&UPSTREAM_ERRORS);
+        LazyLock::force(&STORE_ERRORS);
+        LazyLock::force(&LOGINS);
+        LazyLock::force(&AUTH_DECISIONS);
         CONFIG_RELOADS.with_label_values(&["success"]);
         CONFIG_RELOADS.with_label_values(&["failure"]);
     }

@@ -80,7 +80,8 @@ pub fn compile(file: schema::File, source: &Path) -> Result<Runtime, Problems> {
     };
 
     let logging = logging(&file.logging, base, &mut p);
-    let strip = StripList::new(identity_headers(&file.headers.identity, &mut p));
+    let identity_headers = identity_headers(&file.headers.identity, &mut p);
+    let strip = StripList::new(identity_headers.iter().map(|(n, _)| n.clone()));
     let global = &file.headers.security;
     let mut own = merge_security(&[global, &schema::Headers::default().security]);
     own.content_security_policy = Some(Some(OWN_PAGE_CSP.into()));
@@ -103,7 +104,10 @@ pub fn compile(file: schema::File, source: &Path) -> Result<Runtime, Problems> {
         })
         .collect();
 
-    let routes = routes(&file, base, &timeouts, &mut p);
+    let provider_ids: Vec<String> = file.providers.iter().map(|pr| pr.id.clone()).collect();
+    let routes = routes(&file, base, &timeouts, &provider_ids, &mut p);
+    let hosts: Vec<HostPattern> = routes.iter().map(|r| r.host.clone()).collect();
+    let auth_config = super::compile_auth::compile_auth(&file, &hosts, base, &mut p);
 
     if !p.is_empty() {
         return Err(p);
@@ -119,11 +123,14 @@ pub fn compile(file: schema::File, source: &Path) -> Result<Runtime, Problems> {
         routes: RouteTable::new(routes),
         own_pages,
         remove_response,
+        identity_headers,
+        auth_config,
+        auth: None,
     })
 }
 
 /// Records an error under `key`, turning the result into an `Option`.
-fn note<T>(p: &mut Problems, key: String, r: Result<T, String>) -> Option<T> {
+pub(super) fn note<T>(p: &mut Problems, key: String, r: Result<T, String>) -> Option<T> {
     r.map_err(|m| p.add(key, m)).ok()
 }
 
@@ -135,7 +142,7 @@ fn nonzero(d: Duration) -> Result<Duration, String> {
     }
 }
 
-fn resolve(base: &Path, file: &str) -> PathBuf {
+pub(super) fn resolve(base: &Path, file: &str) -> PathBuf {
     let path = Path::new(file);
     if path.is_absolute() {
         path.to_path_buf()
@@ -286,16 +293,17 @@ fn header_value(s: &str) -> Result<HeaderValue, String> {
         .map_err(|_| "invalid header value (control characters or non-ASCII?)".to_string())
 }
 
-fn identity_headers(map: &BTreeMap<String, String>, p: &mut Problems) -> Vec<HeaderName> {
-    let mut names = Vec::new();
+fn identity_headers(map: &BTreeMap<String, String>, p: &mut Problems) -> Vec<(HeaderName, String)> {
+    let mut out = Vec::new();
     for (name, template) in map {
         let key = format!("headers.identity.{name}");
-        if let Some(n) = note(p, key.clone(), settable_header(name)) {
-            names.push(n);
+        let n = note(p, key.clone(), settable_header(name));
+        let t = note(p, key, check_template(template));
+        if let (Some(n), Some(())) = (n, t) {
+            out.push((n, template.clone()));
         }
-        note(p, key, check_template(template));
     }
-    names
+    out
 }
 
 fn check_template(t: &str) -> Result<(), String> {
@@ -406,6 +414,7 @@ fn routes(
     file: &schema::File,
     base: &Path,
     timeouts: &UpstreamTimeouts,
+    providers: &[String],
     p: &mut Problems,
 ) -> Vec<Route> {
     if file.routes.is_empty() {
@@ -442,22 +451,40 @@ fn routes(
                 Upstream::parse(&r.upstream, timeouts),
             )
         };
-        let auth = match r.auth.as_deref() {
-            None | Some("none") => Some(AuthMode::None),
-            Some("required" | "optional") => {
+        let default_auth = if providers.is_empty() {
+            "none"
+        } else {
+            "required"
+        };
+        let auth = match r.auth.as_deref().unwrap_or(default_auth) {
+            "none" => Some(AuthMode::None),
+            mode @ ("required" | "optional") if providers.is_empty() => {
                 p.add(
                     format!("{key}.auth"),
-                    "login is not available in this version of Portcullis yet: use auth: none",
+                    format!("auth: {mode} needs at least one entry in providers"),
                 );
                 None
             }
-            Some(other) => {
+            "required" => Some(AuthMode::Required),
+            "optional" => Some(AuthMode::Optional),
+            other => {
                 p.add(
                     format!("{key}.auth"),
                     format!("unknown auth mode {other:?}: use required, optional or none"),
                 );
                 None
             }
+        };
+        let provider = match &r.provider {
+            Some(id) if !providers.contains(id) => {
+                p.add(
+                    format!("{key}.provider"),
+                    format!("no provider with id {id:?}"),
+                );
+                None
+            }
+            Some(id) => Some(id.clone()),
+            None => providers.first().cloned(),
         };
         let h = &r.headers;
         let mut security_layers = vec![global, &builtin];
@@ -523,6 +550,7 @@ fn routes(
             path,
             upstream,
             auth,
+            provider,
             websocket: r.websocket.unwrap_or(true),
             headers,
         });

@@ -2,6 +2,7 @@
 //! compile into an immutable [`Runtime`]. Every problem comes back as `file:line:col`.
 
 mod compile;
+mod compile_auth;
 mod error;
 mod expand;
 mod locate;
@@ -20,13 +21,9 @@ use std::path::Path;
 /// Keys of the product contract that this version does not implement yet: naming one gives a
 /// clear "not supported yet" instead of "unknown key".
 const NOT_YET: &[&str] = &[
-    "session",
-    "providers",
     "issuer",
     "rate_limits",
-    "server.public_url",
-    "server.allowed_redirect_domains",
-    "provider",
+    "users_file",
     "public_paths",
     "allow",
     "deny",

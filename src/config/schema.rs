@@ -11,6 +11,8 @@ pub struct File {
     pub admin: Admin,
     pub logging: Logging,
     pub headers: Headers,
+    pub session: Option<Session>,
+    pub providers: Vec<Provider>,
     pub routes: Vec<Route>,
 }
 
@@ -19,6 +21,10 @@ pub struct File {
 pub struct Server {
     pub listen: Vec<String>,
     pub tls: Option<Tls>,
+    /// Where `/.portcullis/callback` and (later) the issuer live.
+    pub public_url: Option<String>,
+    /// Extra domains `rd=` may return to (`.example.com` covers subdomains).
+    pub allowed_redirect_domains: Vec<String>,
     pub trusted_proxies: Vec<String>,
     pub threads: usize,
     pub timeouts: Timeouts,
@@ -29,6 +35,8 @@ impl Default for Server {
         Server {
             listen: vec!["0.0.0.0:8080".into()],
             tls: None,
+            public_url: None,
+            allowed_redirect_domains: Vec::new(),
             trusted_proxies: Vec::new(),
             threads: 0,
             timeouts: Timeouts::default(),
@@ -174,7 +182,10 @@ pub struct Route {
     pub host: Option<String>,
     pub path: Option<String>,
     pub upstream: String,
+    /// `required`, `optional` or `none`; default `required` when providers exist.
     pub auth: Option<String>,
+    /// The `providers[].id` to log in with; default the first provider.
+    pub provider: Option<String>,
     pub websocket: Option<bool>,
     pub headers: RouteHeaders,
 }
@@ -189,4 +200,99 @@ pub struct RouteHeaders {
     /// Added to the response sent to the client, replacing any value the upstream sent.
     pub add_response: BTreeMap<String, String>,
     pub security: Option<SecurityHeaders>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+pub struct Session {
+    pub store: String,
+    pub redis: Option<Redis>,
+    /// Base64 32-byte keys; the first encrypts, all decrypt.
+    pub secrets: Vec<String>,
+    /// A file with one secret per line (same order and meaning as `secrets`).
+    pub secrets_file: Option<String>,
+    pub cookie: Cookie,
+    pub lifetime: String,
+    pub idle_timeout: String,
+    pub max_per_user: usize,
+    pub cache_ttl: String,
+    pub refresh: bool,
+}
+
+impl Default for Session {
+    fn default() -> Self {
+        Session {
+            store: "memory".into(),
+            redis: None,
+            secrets: Vec::new(),
+            secrets_file: None,
+            cookie: Cookie::default(),
+            lifetime: "12h".into(),
+            idle_timeout: "1h".into(),
+            max_per_user: 10,
+            cache_ttl: "10s".into(),
+            refresh: true,
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Redis {
+    pub url: Option<String>,
+    pub url_file: Option<String>,
+    pub cluster: Vec<String>,
+    pub sentinel: Option<Sentinel>,
+    pub key_prefix: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Sentinel {
+    pub master: String,
+    pub urls: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+pub struct Cookie {
+    pub name: String,
+    pub domain: Option<String>,
+    pub same_site: String,
+    pub secure: bool,
+}
+
+impl Default for Cookie {
+    fn default() -> Self {
+        Cookie {
+            name: "_portcullis".into(),
+            domain: None,
+            same_site: "lax".into(),
+            secure: true,
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Provider {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub issuer: String,
+    pub client_id: String,
+    pub client_secret: Option<String>,
+    pub client_secret_file: Option<String>,
+    pub scopes: Option<Vec<String>>,
+    pub claims: Claims,
+    pub extra_auth_params: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Claims {
+    pub user: Option<String>,
+    pub email: Option<String>,
+    pub groups: Option<String>,
+    pub name: Option<String>,
 }

@@ -53,11 +53,11 @@ fn every_unknown_key_is_reported_with_its_place() {
 #[test]
 fn keys_of_later_capabilities_say_so() {
     let errs = errors(
-        "session:\n  store: redis\nroutes:\n  - upstream: echo://\n    allow: { groups: [x] }\n",
+        "rate_limits:\n  - name: x\nroutes:\n  - upstream: echo://\n    allow: { groups: [x] }\n",
     );
     assert_eq!(errs.len(), 2);
     assert!(
-        errs[0].starts_with("/etc/portcullis/test.yaml:1:1: session: not supported"),
+        errs[0].starts_with("/etc/portcullis/test.yaml:1:1: rate_limits: not supported"),
         "{errs:?}"
     );
     assert!(

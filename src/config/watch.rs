@@ -49,8 +49,19 @@ impl Reloader {
             *last = Some(hash);
         }
         match crate::config::load(&self.path) {
-            Ok(next) => {
+            Ok(mut next) => {
                 let old = self.current.load();
+                if let Err(e) = next.activate(Some(&old)) {
+                    metrics::CONFIG_RELOADS
+                        .with_label_values(&["failure"])
+                        .inc();
+                    tracing::error!(trigger, error = %e, "configuration rejected; the running configuration stays");
+                    telemetry::audit(
+                        "config_rejected",
+                        serde_json::json!({ "trigger": trigger, "reason": [e] }),
+                    );
+                    return;
+                }
                 if next.listeners != old.listeners {
                     tracing::warn!("listen addresses changed: they take effect after a restart; the rest is reloaded");
                 }

@@ -66,5 +66,40 @@ pub fn prepare(req: &mut RequestHeader, ctx: &Ctx, route: &Route) -> Result<()> 
     for (n, v) in &route.headers.request_add {
         req.insert_header(n.clone(), v.clone())?;
     }
+    for (n, v) in &ctx.identity {
+        req.insert_header(n.clone(), v.clone())?;
+    }
+    if let Some(auth) = &ctx.rt.auth {
+        strip_own_cookies(req, &auth.config.cookie.name)?;
+    }
+    Ok(())
+}
+
+/// Removes Portcullis' cookies (the session and any login in progress) from what the app
+/// receives: the app has no use for them, and its logs should never see them.
+fn strip_own_cookies(req: &mut RequestHeader, name: &str) -> Result<()> {
+    let values: Vec<String> = req
+        .headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok().map(str::to_string))
+        .collect();
+    if values.is_empty() || !values.iter().any(|v| v.contains(name)) {
+        return Ok(());
+    }
+    let login_prefix = format!("{name}_login_");
+    let kept: Vec<&str> = values
+        .iter()
+        .flat_map(|v| v.split(';'))
+        .map(str::trim)
+        .filter(|kv| {
+            let key = kv.split_once('=').map_or(*kv, |(k, _)| k).trim();
+            !kv.is_empty() && key != name && !key.starts_with(&login_prefix)
+        })
+        .collect();
+    req.remove_header(&http::header::COOKIE);
+    if !kept.is_empty() {
+        req.insert_header(http::header::COOKIE, kept.join("; "))?;
+    }
     Ok(())
 }

@@ -5,8 +5,11 @@
 mod forwarded;
 pub mod respond;
 
-use crate::decision::{decide, Decision};
+use crate::auth::endpoints::{self, login_url, Answer, EndpointRequest};
+use crate::auth::render_identity_headers;
+use crate::decision::{self, Decision, SessionLookup};
 use crate::request::{self, BadRequest, RequestView};
+use crate::routes::AuthMode;
 use crate::routes::Route;
 use crate::runtime::Runtime;
 use crate::telemetry::metrics;
@@ -43,6 +46,8 @@ pub struct Ctx {
     /// The `Host` the client named, for `X-Forwarded-Host`.
     host_header: Option<String>,
     upstream_failed: bool,
+    /// Identity headers rendered for this request's session (empty when anonymous).
+    identity: Vec<(http::HeaderName, http::HeaderValue)>,
 }
 
 impl Ctx {
@@ -66,6 +71,7 @@ impl ProxyHttp for Gateway {
             client_ip: None,
             host_header: None,
             upstream_failed: false,
+            identity: Vec::new(),
         }
     }
 
@@ -147,33 +153,34 @@ impl ProxyHttp for Gateway {
             }
         }
 
-        match decide(&rt, &view) {
-            Decision::Deny {
-                status,
-                reason,
-                route,
-            } => {
-                ctx.route = route;
-                deny(session, ctx, status, reason, view.wants_html).await
-            }
-            Decision::Forward(route) => {
-                ctx.route = Some(Arc::clone(&route));
-                match &route.upstream {
-                    Upstream::Http(_) => Ok(false),
-                    Upstream::Static(status) => {
-                        answer_as_upstream(session, ctx, &route, *status, None, bytes::Bytes::new())
-                            .await
-                    }
-                    Upstream::Echo => {
-                        let mut seen = session.req_header().clone();
-                        forwarded::prepare(&mut seen, ctx, &route)?;
-                        let (ct, body) = respond::echo_body(&seen, &route.name, view.wants_html);
-                        answer_as_upstream(session, ctx, &route, StatusCode::OK, Some(ct), body)
-                            .await
-                    }
+        if let Some(endpoint) = view.path.strip_prefix("/.portcullis/") {
+            return self.own_endpoint(session, ctx, &view, endpoint).await;
+        }
+
+        let route = match decision::route(&rt, &view) {
+            Ok(route) => route,
+            Err(denied) => return self.answer(session, ctx, &view, denied).await,
+        };
+        let lookup = match (&route.auth, &rt.auth) {
+            (AuthMode::None, _) | (_, None) => SessionLookup::None,
+            (_, Some(auth)) => {
+                let cookies = cookie_header(session.req_header());
+                match auth.session(cookies.as_deref()).await {
+                    Ok(Some(record)) => SessionLookup::Found(record),
+                    Ok(None) => SessionLookup::None,
+                    Err(_) => SessionLookup::Unavailable,
                 }
             }
+        };
+        let decision = decision::authorize(route, &view, lookup);
+        if let Some(route) = decision_route(&decision) {
+            if route.auth != AuthMode::None {
+                metrics::AUTH_DECISIONS
+                    .with_label_values(&[&route.name, decision.label()])
+                    .inc();
+            }
         }
+        self.answer(session, ctx, &view, decision).await
     }
 
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
@@ -346,6 +353,192 @@ impl ProxyHttp for Gateway {
     }
 }
 
+impl Gateway {
+    /// Turns a decision into the proxied request or our own response.
+    async fn answer(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        view: &RequestView,
+        decision: Decision,
+    ) -> Result<bool> {
+        match decision {
+            Decision::Deny {
+                status,
+                reason,
+                route,
+            } => {
+                ctx.route = route;
+                deny(session, ctx, status, reason, view.wants_html).await
+            }
+            Decision::Login { route, provider } => {
+                ctx.route = Some(route);
+                let Some(auth) = ctx.rt.auth.clone() else {
+                    return deny(
+                        session,
+                        ctx,
+                        StatusCode::UNAUTHORIZED,
+                        "unauthenticated",
+                        view.wants_html,
+                    )
+                    .await;
+                };
+                let rd = original_url(ctx, view);
+                let mut answer = Answer {
+                    status: StatusCode::FOUND,
+                    location: Some(login_url(&auth, &rd, &provider)),
+                    set_cookies: Vec::new(),
+                    content_type: None,
+                    body: bytes::Bytes::new(),
+                };
+                // Browsers follow the redirect; keep the page tiny.
+                answer.content_type = Some("text/plain; charset=utf-8");
+                answer.body = bytes::Bytes::from_static(b"Redirecting to sign in\n");
+                write_answer(session, ctx, answer).await
+            }
+            Decision::Forward { route, identity } => {
+                ctx.route = Some(Arc::clone(&route));
+                if let Some(identity) = &identity {
+                    ctx.identity = render_identity_headers(&ctx.rt.identity_headers, identity);
+                }
+                match &route.upstream {
+                    Upstream::Http(_) => Ok(false),
+                    Upstream::Static(status) => {
+                        answer_as_upstream(session, ctx, &route, *status, None, bytes::Bytes::new())
+                            .await
+                    }
+                    Upstream::Echo => {
+                        let mut seen = session.req_header().clone();
+                        forwarded::prepare(&mut seen, ctx, &route)?;
+                        let (ct, body) = respond::echo_body(&seen, &route.name, view.wants_html);
+                        answer_as_upstream(session, ctx, &route, StatusCode::OK, Some(ct), body)
+                            .await
+                    }
+                }
+            }
+        }
+    }
+
+    /// `/.portcullis/*`: served on route hosts and the public URL's host.
+    async fn own_endpoint(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        view: &RequestView,
+        endpoint: &str,
+    ) -> Result<bool> {
+        let Some(auth) = ctx.rt.auth.clone() else {
+            return deny(
+                session,
+                ctx,
+                StatusCode::NOT_FOUND,
+                "login is not configured",
+                view.wants_html,
+            )
+            .await;
+        };
+        let public_host = auth.config.public_url.host_str() == Some(view.host.as_str());
+        if !public_host
+            && ctx.rt.routes.find(&view.host, "/").is_none()
+            && ctx.rt.routes.find(&view.host, &view.path).is_none()
+        {
+            return deny(
+                session,
+                ctx,
+                StatusCode::NOT_FOUND,
+                "no route for this host and path",
+                view.wants_html,
+            )
+            .await;
+        }
+        let cookies = cookie_header(session.req_header());
+        let here = here_url(ctx, view);
+        let req = EndpointRequest {
+            method: &view.method,
+            endpoint,
+            query: view.query.as_deref(),
+            here,
+            cookie_header: cookies.as_deref(),
+            wants_html: view.wants_html,
+            client_ip: ctx.client_ip,
+        };
+        let answer = endpoints::handle(&auth, req).await;
+        write_answer(session, ctx, answer).await
+    }
+}
+
+/// Every `Cookie` header of the request joined (HTTP/2 may split them).
+fn cookie_header(req: &RequestHeader) -> Option<std::borrow::Cow<'_, str>> {
+    let mut values = req
+        .headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok());
+    let first = values.next()?;
+    match values.next() {
+        None => Some(std::borrow::Cow::Borrowed(first)),
+        Some(second) => {
+            let mut joined = format!("{first}; {second}");
+            for v in values {
+                joined.push_str("; ");
+                joined.push_str(v);
+            }
+            Some(std::borrow::Cow::Owned(joined))
+        }
+    }
+}
+
+/// `scheme://host[:port]` as the client addressed us.
+fn here_url(ctx: &Ctx, view: &RequestView) -> url::Url {
+    let scheme = if ctx.tls { "https" } else { "http" };
+    let authority = ctx.host_header.as_deref().unwrap_or(view.host.as_str());
+    url::Url::parse(&format!("{scheme}://{authority}/"))
+        .unwrap_or_else(|_| url::Url::parse("http://invalid/").expect("a constant URL parses"))
+}
+
+/// The absolute URL the client asked for (the return URL after login).
+fn original_url(ctx: &Ctx, view: &RequestView) -> String {
+    let mut url = here_url(ctx, view);
+    url.set_path(&view.path);
+    url.set_query(view.query.as_deref());
+    url.to_string()
+}
+
+fn decision_route(d: &Decision) -> Option<&Arc<Route>> {
+    match d {
+        Decision::Forward { route, .. } | Decision::Login { route, .. } => Some(route),
+        Decision::Deny { route, .. } => route.as_ref(),
+    }
+}
+
+/// Writes an endpoint's answer with our own pages' headers.
+async fn write_answer(session: &mut Session, ctx: &Ctx, answer: Answer) -> Result<bool> {
+    let mut extra = Vec::new();
+    if let Some(loc) = &answer.location {
+        if let Ok(v) = http::HeaderValue::from_str(loc) {
+            extra.push((http::header::LOCATION, v));
+        }
+    }
+    for c in &answer.set_cookies {
+        if let Ok(v) = http::HeaderValue::from_str(c) {
+            extra.push((http::header::SET_COOKIE, v));
+        }
+    }
+    respond::write(
+        session,
+        Reply {
+            status: answer.status,
+            content_type: answer.content_type,
+            body: answer.body,
+            security: &ctx.rt.own_pages,
+            extra: &extra,
+            tls: ctx.tls,
+        },
+    )
+    .await?;
+    Ok(true)
+}
+
 /// Builds the engine's view of the request, or says why it cannot be routed.
 fn build_view(
     session: &Session,
@@ -398,6 +591,15 @@ async fn deny(
     html: bool,
 ) -> Result<bool> {
     let (ct, body) = respond::error_body(status, reason, html);
+    let challenge = [(
+        http::header::WWW_AUTHENTICATE,
+        http::HeaderValue::from_static("Bearer"),
+    )];
+    let extra: &[_] = if status == StatusCode::UNAUTHORIZED {
+        &challenge
+    } else {
+        &[]
+    };
     respond::write(
         session,
         Reply {
@@ -405,7 +607,7 @@ async fn deny(
             content_type: Some(ct),
             body,
             security: &ctx.rt.own_pages,
-            extra: &[],
+            extra,
             tls: ctx.tls,
         },
     )

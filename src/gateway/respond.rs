@@ -34,7 +34,11 @@ pub async fn write(session: &mut Session, reply: Reply<'_>) -> Result<()> {
         resp.insert_header(http::header::CONTENT_LENGTH, reply.body.len())?;
     }
     for (n, v) in reply.extra {
-        resp.insert_header(n.clone(), v.clone())?;
+        if n == http::header::SET_COOKIE {
+            resp.append_header(n.clone(), v.clone())?;
+        } else {
+            resp.insert_header(n.clone(), v.clone())?;
+        }
     }
     let missing: Vec<_> = reply
         .security

@@ -190,7 +190,7 @@ impl OidcProvider {
     }
 
     /// Keeps discovery fresh: retries with backoff until it works, then refreshes hourly.
-    pub fn spawn_discovery(self: &Arc<Self>) {
+    pub fn spawn_discovery(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let me = Arc::clone(self);
         tokio::spawn(async move {
             let mut backoff = Duration::from_millis(500);
@@ -208,7 +208,7 @@ impl OidcProvider {
                     }
                 }
             }
-        });
+        })
     }
 
     fn discovered(&self) -> Result<Arc<Discovered>, OidcError> {

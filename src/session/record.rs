@@ -122,6 +122,9 @@ pub struct SessionRecord {
     pub access_token_expires_at: Option<u64>,
     #[serde(with = "compact_token")]
     pub refresh_token: Option<String>,
+    /// The access token's whole lifetime (seconds), to refresh it at a fitting moment.
+    #[serde(default)]
+    pub access_token_lifetime: Option<u64>,
     pub created_at: u64,
     /// Absolute end of the session (`created_at + lifetime` at most).
     pub expires_at: u64,
@@ -157,6 +160,7 @@ impl SessionRecord {
             access_token: None,
             access_token_expires_at: None,
             refresh_token: None,
+            access_token_lifetime: None,
             created_at: 0,
             expires_at: 0,
             last_seen: 0,

@@ -1,0 +1,280 @@
+//! Login and sessions, put together: the compiled settings ([`AuthConfig`]), the live services
+//! built from them ([`Auth`]: store, cache, providers), and authentication of a request from
+//! its session cookie. Nothing here knows Pingora.
+
+pub mod endpoints;
+mod identity;
+
+pub use identity::render_identity_headers;
+
+use crate::oidc::{OidcProvider, ProviderSettings};
+use crate::redirect::RedirectPolicy;
+use crate::session::{
+    CookieSettings, MemoryStore, RedisSettings, RedisStore, SessionCache, SessionCookie,
+    SessionKeys, SessionRecord, SessionStore, SharedClock, StoreError, StoreSettings, SystemClock,
+};
+use crate::telemetry::metrics;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Sessions kept in one process's cache at most.
+const CACHE_CAPACITY: usize = 100_000;
+/// Sessions kept by the memory store at most.
+const MEMORY_CAPACITY: usize = 1_000_000;
+/// How long a refresh may hold its lock (one refresh per session across replicas).
+const REFRESH_LOCK: Duration = Duration::from_secs(15);
+/// Timeout for requests to the identity provider.
+const IDP_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone)]
+pub enum StoreBackend {
+    Memory,
+    Redis(RedisSettings),
+}
+
+/// Everything about login that the config says, compiled; pure data.
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    pub public_url: url::Url,
+    pub keys: Arc<SessionKeys>,
+    pub backend: StoreBackend,
+    pub store: StoreSettings,
+    pub cookie: CookieSettings,
+    pub cache_ttl: Duration,
+    pub refresh: bool,
+    /// In config order; the first is the default.
+    pub providers: Vec<ProviderSettings>,
+    pub redirects: RedirectPolicy,
+    /// Hash of every setting above (secrets included, never shown), to reuse the live services
+    /// across reloads that do not touch them.
+    pub fingerprint: u64,
+}
+
+/// The live services: built once, shared by every request, reused across reloads.
+pub struct Auth {
+    pub config: AuthConfig,
+    pub store: Arc<dyn SessionStore>,
+    pub cache: Arc<SessionCache>,
+    pub providers: HashMap<String, Arc<OidcProvider>>,
+    pub clock: SharedClock,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auth")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Auth {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl Auth {
+    /// Builds the services on the I/O runtime: the store connects lazily, discovery runs in
+    /// the background, so this returns at once even when Redis or the IdP is down.
+    pub fn start(config: AuthConfig, io: &tokio::runtime::Handle) -> Result<Arc<Auth>, String> {
+        let _enter = io.enter();
+        let clock: SharedClock = Arc::new(SystemClock);
+        let store: Arc<dyn SessionStore> = match &config.backend {
+            StoreBackend::Memory => Arc::new(MemoryStore::new(
+                config.store,
+                MEMORY_CAPACITY,
+                Arc::clone(&clock),
+            )),
+            StoreBackend::Redis(settings) => Arc::new(
+                io.block_on(RedisStore::connect(
+                    settings.clone(),
+                    config.store,
+                    Arc::clone(&config.keys),
+                    Arc::clone(&clock),
+                ))
+                .map_err(|e| format!("session store: {e}"))?,
+            ),
+        };
+        let cache = Arc::new(SessionCache::new(
+            CACHE_CAPACITY,
+            config.cache_ttl,
+            config.store,
+            Arc::clone(&clock),
+        ));
+        let mut tasks = vec![cache.listen(store.invalidations())];
+        let mut providers = HashMap::new();
+        for p in &config.providers {
+            let provider =
+                Arc::new(OidcProvider::new(p.clone(), IDP_TIMEOUT).map_err(|e| e.to_string())?);
+            tasks.push(provider.spawn_discovery());
+            providers.insert(p.id.clone(), provider);
+        }
+        Ok(Arc::new(Auth {
+            config,
+            store,
+            cache,
+            providers,
+            clock,
+            tasks,
+        }))
+    }
+
+    pub fn provider(&self, id: &str) -> Option<&Arc<OidcProvider>> {
+        self.providers.get(id)
+    }
+
+    pub fn default_provider(&self) -> Option<&Arc<OidcProvider>> {
+        self.config
+            .providers
+            .first()
+            .and_then(|p| self.providers.get(&p.id))
+    }
+
+    /// The session named by the request's cookie, if any and still valid. A cache hit costs no
+    /// store command. `Err` only when the store cannot answer for an uncached session.
+    pub async fn session(
+        &self,
+        cookie_header: Option<&str>,
+    ) -> Result<Option<Arc<SessionRecord>>, StoreError> {
+        let Some(header) = cookie_header else {
+            return Ok(None);
+        };
+        let now = self.clock.now_secs();
+        let sid = crate::session::cookie::cookie_values(header, &self.config.cookie.name)
+            .find_map(|v| SessionCookie::decode(v, &self.config.keys, now))
+            .map(|c| c.sid);
+        let Some(sid) = sid else { return Ok(None) };
+        let record = match self.cache.load(self.store.as_ref(), &sid).await {
+            Ok(r) => r,
+            Err(e) => {
+                metrics::STORE_ERRORS.with_label_values(&[e.op()]).inc();
+                return Err(e);
+            }
+        };
+        match record {
+            Some(r) if self.config.refresh && refresh_due(&r, now) => Ok(self.refresh(r).await),
+            other => Ok(other),
+        }
+    }
+
+    /// Refreshes the IdP tokens of `record`, once per session across every request and
+    /// replica: whoever takes the lock re-reads the record (someone may have just refreshed
+    /// it) and refreshes; everyone else carries on with the tokens they have.
+    async fn refresh(&self, record: Arc<SessionRecord>) -> Option<Arc<SessionRecord>> {
+        let lock_name = format!("refresh:{}", record.sid.to_text());
+        let lock = match self.store.try_lock(&lock_name, REFRESH_LOCK).await {
+            Ok(Some(lock)) => lock,
+            Ok(None) => return Some(record),
+            Err(e) => {
+                metrics::STORE_ERRORS.with_label_values(&[e.op()]).inc();
+                return Some(record);
+            }
+        };
+        let result = self.refresh_locked(record).await;
+        if let Err(e) = self.store.unlock(&lock).await {
+            metrics::STORE_ERRORS.with_label_values(&[e.op()]).inc();
+        }
+        result
+    }
+
+    async fn refresh_locked(&self, record: Arc<SessionRecord>) -> Option<Arc<SessionRecord>> {
+        let now = self.clock.now_secs();
+        let fresh = match self.store.get(&record.sid).await {
+            Ok(Some(r)) => r,
+            Ok(None) => {
+                self.cache.invalidate(&record.sid);
+                return None;
+            }
+            Err(_) => return Some(record),
+        };
+        if !refresh_due(&fresh, now) {
+            let fresh = Arc::new(fresh);
+            self.cache.insert(Arc::clone(&fresh));
+            return Some(fresh);
+        }
+        let (Some(token), Some(provider)) = (
+            fresh.refresh_token.clone(),
+            self.providers.get(&fresh.provider),
+        ) else {
+            return Some(record);
+        };
+        match provider.refresh(&token).await {
+            Ok(tokens) => {
+                let mut next = fresh;
+                apply_tokens(&mut next, &tokens, now);
+                match self.store.update(&next).await {
+                    Ok(true) => {}
+                    Ok(false) => return None,
+                    Err(e) => {
+                        metrics::STORE_ERRORS.with_label_values(&[e.op()]).inc();
+                    }
+                }
+                // Other replicas hold the old record (and its spent refresh token).
+                let _ = self.store.publish_invalidation(&next.sid).await;
+                let next = Arc::new(next);
+                self.cache.insert(Arc::clone(&next));
+                tracing::debug!(sid = %next.sid.fingerprint(), "session tokens refreshed");
+                Some(next)
+            }
+            Err(crate::oidc::RefreshError::Revoked) => {
+                let _ = self.store.delete(&fresh.sid).await;
+                self.cache.invalidate(&fresh.sid);
+                crate::telemetry::audit(
+                    "session_revoked",
+                    serde_json::json!({
+                        "user": fresh.user,
+                        "session": fresh.sid.fingerprint(),
+                        "reason": "the identity provider refused the refresh token",
+                    }),
+                );
+                None
+            }
+            Err(crate::oidc::RefreshError::Unavailable(e)) => {
+                tracing::warn!(sid = %fresh.sid.fingerprint(), error = %e, "token refresh failed; the session continues");
+                Some(record)
+            }
+        }
+    }
+
+    /// Whether the store answers and every provider has been discovered (for `/readyz`).
+    pub async fn ready(&self) -> Result<(), String> {
+        self.store
+            .ping()
+            .await
+            .map_err(|e| format!("session store: {e}"))?;
+        for (id, p) in &self.providers {
+            if !p.is_ready() {
+                return Err(format!("provider {id} not discovered yet"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Refresh when the access token has less than a fifth of its life left (at most a minute,
+/// at least a second), so short test tokens and hour-long real ones both refresh in time.
+pub fn refresh_due(r: &SessionRecord, now: u64) -> bool {
+    let (Some(expires), Some(_)) = (r.access_token_expires_at, r.refresh_token.as_ref()) else {
+        return false;
+    };
+    let life = r.access_token_lifetime.unwrap_or(300);
+    let margin = (life / 5).clamp(1, 60);
+    now + margin >= expires
+}
+
+/// Writes new IdP tokens into a record.
+pub fn apply_tokens(r: &mut SessionRecord, t: &crate::oidc::Tokens, now: u64) {
+    r.access_token = Some(t.access_token.clone());
+    r.access_token_lifetime = t.expires_in.map(|d| d.as_secs());
+    r.access_token_expires_at = t.expires_in.map(|d| now + d.as_secs());
+    if t.refresh_token.is_some() {
+        r.refresh_token = t.refresh_token.clone();
+    }
+    if t.id_token.is_some() {
+        r.id_token = t.id_token.clone();
+    }
+}

@@ -1,0 +1,409 @@
+//! The login part of the config: `server.public_url`, `session`, `providers`, compiled into an
+//! [`AuthConfig`]. Reads only `*_file` secrets.
+
+use super::compile::{note, read_secret_file, resolve};
+use super::error::Problems;
+use super::schema;
+use super::values;
+use crate::auth::{AuthConfig, StoreBackend};
+use crate::oidc::{ClaimNames, ProviderSettings};
+use crate::redirect::RedirectPolicy;
+use crate::routes::HostPattern;
+use crate::session::{
+    CookieSettings, RedisSettings, RedisTarget, SameSite, SessionKeys, StoreSettings,
+};
+use std::hash::{Hash, Hasher};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Compiles the login settings; `None` when no provider is configured.
+pub fn compile_auth(
+    file: &schema::File,
+    hosts: &[HostPattern],
+    base: &Path,
+    p: &mut Problems,
+) -> Option<AuthConfig> {
+    if file.providers.is_empty() {
+        if file.session.is_some() {
+            p.add(
+                "session",
+                "a session store needs at least one entry in providers",
+            );
+        }
+        return None;
+    }
+    let mut fp = std::collections::hash_map::DefaultHasher::new();
+
+    let public_url = match &file.server.public_url {
+        None => {
+            p.add("server.public_url", "required with providers: the URL users reach Portcullis at, e.g. https://auth.example.com");
+            None
+        }
+        Some(s) => note(p, "server.public_url".into(), public_url(s)),
+    };
+    let default_session = schema::Session::default();
+    let session = file.session.as_ref().unwrap_or(&default_session);
+    let skey = if file.session.is_some() {
+        "session"
+    } else {
+        "providers"
+    };
+
+    // Secrets: inline and/or from a file, one per line.
+    let mut secrets = session.secrets.clone();
+    if let Some(f) = &session.secrets_file {
+        if let Some(text) = note(
+            p,
+            "session.secrets_file".into(),
+            read_secret_file(&resolve(base, f)),
+        ) {
+            secrets.extend(
+                text.lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .map(str::to_string),
+            );
+        }
+    }
+    secrets.hash(&mut fp);
+    let keys = if secrets.is_empty() {
+        p.add(
+            format!("{skey}{}", if skey == "session" { ".secrets" } else { "" }),
+            "session.secrets is required with providers: generate one with `portcullis gen-secret`",
+        );
+        None
+    } else {
+        note(
+            p,
+            "session.secrets".into(),
+            SessionKeys::from_secrets(&secrets).map_err(|e| e.to_string()),
+        )
+    };
+
+    let dur = |p: &mut Problems, key: &str, s: &str| {
+        note(p, format!("session.{key}"), values::duration(s))
+    };
+    let lifetime = dur(p, "lifetime", &session.lifetime);
+    let idle = dur(p, "idle_timeout", &session.idle_timeout);
+    let cache_ttl = dur(p, "cache_ttl", &session.cache_ttl);
+    let store = StoreSettings {
+        lifetime: lifetime.unwrap_or(Duration::from_secs(43200)),
+        idle_timeout: idle.unwrap_or(Duration::from_secs(3600)),
+        max_per_user: session.max_per_user,
+    };
+    note(p, "session.lifetime".into(), store.validate());
+    (
+        store.lifetime,
+        store.idle_timeout,
+        store.max_per_user,
+        cache_ttl,
+        session.refresh,
+    )
+        .hash(&mut fp);
+
+    let backend = match session.store.as_str() {
+        "memory" => {
+            if session.redis.is_some() {
+                p.add("session.redis", "only used with store: redis");
+            }
+            Some(StoreBackend::Memory)
+        }
+        "redis" => redis(session.redis.as_ref(), base, p, &mut fp).map(StoreBackend::Redis),
+        other => {
+            p.add(
+                "session.store",
+                format!("unknown store {other:?}: use memory or redis"),
+            );
+            None
+        }
+    };
+    session.store.hash(&mut fp);
+
+    let c = &session.cookie;
+    let same_site = match c.same_site.to_ascii_lowercase().as_str() {
+        "lax" => SameSite::Lax,
+        "strict" => SameSite::Strict,
+        "none" => SameSite::None,
+        other => {
+            p.add(
+                "session.cookie.same_site",
+                format!("unknown value {other:?}: use lax, strict or none"),
+            );
+            SameSite::Lax
+        }
+    };
+    let cookie = CookieSettings {
+        name: c.name.clone(),
+        domain: c.domain.as_ref().map(|d| d.to_ascii_lowercase()),
+        same_site,
+        secure: c.secure,
+    };
+    note(p, "session.cookie".into(), cookie.validate());
+    (&c.name, &c.domain, &c.same_site, c.secure).hash(&mut fp);
+
+    let mut providers = Vec::new();
+    for (i, pr) in file.providers.iter().enumerate() {
+        let key = format!("providers[{i}]");
+        if let Some(settings) = provider(pr, &key, public_url.as_ref(), base, p) {
+            if providers
+                .iter()
+                .any(|q: &ProviderSettings| q.id == settings.id)
+            {
+                p.add(
+                    format!("{key}.id"),
+                    format!("duplicate provider id {:?}", settings.id),
+                );
+                continue;
+            }
+            (
+                &settings.id,
+                &settings.issuer,
+                &settings.client_id,
+                &settings.client_secret,
+                &settings.scopes,
+            )
+                .hash(&mut fp);
+            (&settings.extra_auth_params, &settings.redirect_uri).hash(&mut fp);
+            let cn = &settings.claims;
+            (&cn.user, &cn.email, &cn.groups, &cn.name).hash(&mut fp);
+            providers.push(settings);
+        }
+    }
+
+    let mut redirects = RedirectPolicy::default();
+    for h in hosts {
+        redirects.allow_pattern(h);
+    }
+    if let Some(host) = public_url.as_ref().and_then(|u| u.host_str()) {
+        redirects.allow_domain(host);
+    }
+    for (i, d) in file.server.allowed_redirect_domains.iter().enumerate() {
+        let bare = d.trim_start_matches('.');
+        if crate::request::parse_host(bare).ok().as_deref() != Some(bare) {
+            p.add(
+                format!("server.allowed_redirect_domains[{i}]"),
+                format!("invalid domain {d:?}"),
+            );
+            continue;
+        }
+        redirects.allow_domain(d);
+    }
+
+    let (Some(public_url), Some(keys), Some(backend), Some(cache_ttl)) =
+        (public_url, keys, backend, cache_ttl)
+    else {
+        return None;
+    };
+    public_url.as_str().hash(&mut fp);
+    Some(AuthConfig {
+        public_url,
+        keys: Arc::new(keys),
+        backend,
+        store,
+        cookie,
+        cache_ttl,
+        refresh: session.refresh,
+        providers,
+        redirects,
+        fingerprint: fp.finish(),
+    })
+}
+
+fn public_url(s: &str) -> Result<url::Url, String> {
+    let url = url::Url::parse(s).map_err(|e| format!("invalid URL {s:?}: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(format!("{s:?} must be an http(s) URL with a host"));
+    }
+    if url.path() != "/" || url.query().is_some() {
+        return Err(format!("{s:?} must not have a path or query"));
+    }
+    Ok(url)
+}
+
+fn redis(
+    r: Option<&schema::Redis>,
+    base: &Path,
+    p: &mut Problems,
+    fp: &mut impl Hasher,
+) -> Option<RedisSettings> {
+    let Some(r) = r else {
+        p.add(
+            "session.redis",
+            "store: redis needs session.redis.url, .cluster or .sentinel",
+        );
+        return None;
+    };
+    let url = match (&r.url, &r.url_file) {
+        (Some(_), Some(_)) => {
+            p.add("session.redis.url_file", "give url or url_file, not both");
+            None
+        }
+        (Some(u), None) => Some(u.clone()),
+        (None, Some(f)) => note(
+            p,
+            "session.redis.url_file".into(),
+            read_secret_file(&resolve(base, f)),
+        ),
+        (None, None) => None,
+    };
+    let check_url = |p: &mut Problems, key: String, u: &str| {
+        let ok = url::Url::parse(u)
+            .ok()
+            .filter(|x| matches!(x.scheme(), "redis" | "rediss") && x.host_str().is_some());
+        if ok.is_none() {
+            // The URL may hold a password: never echo it.
+            p.add(
+                key,
+                format!(
+                    "invalid Redis URL {}: expected redis://host:port/db or rediss://",
+                    crate::session::redact(u)
+                ),
+            );
+        }
+        ok.is_some()
+    };
+    let given = [url.is_some(), !r.cluster.is_empty(), r.sentinel.is_some()]
+        .iter()
+        .filter(|x| **x)
+        .count();
+    if given != 1 {
+        p.add(
+            "session.redis",
+            "give exactly one of url, cluster or sentinel",
+        );
+        return None;
+    }
+    let target = if let Some(u) = url {
+        check_url(p, "session.redis.url".into(), &u).then_some(RedisTarget::Url(u))?
+    } else if !r.cluster.is_empty() {
+        let ok = r
+            .cluster
+            .iter()
+            .enumerate()
+            .all(|(i, u)| check_url(p, format!("session.redis.cluster[{i}]"), u));
+        ok.then(|| RedisTarget::Cluster(r.cluster.clone()))?
+    } else {
+        let s = r.sentinel.as_ref()?;
+        if s.master.is_empty() || s.urls.is_empty() {
+            p.add(
+                "session.redis.sentinel",
+                "needs master and at least one of urls",
+            );
+            return None;
+        }
+        let ok = s
+            .urls
+            .iter()
+            .enumerate()
+            .all(|(i, u)| check_url(p, format!("session.redis.sentinel.urls[{i}]"), u));
+        ok.then(|| RedisTarget::Sentinel {
+            master: s.master.clone(),
+            urls: s.urls.clone(),
+            db: 0,
+            username: None,
+            password: None,
+            tls: false,
+        })?
+    };
+    let mut settings = RedisSettings::new(target);
+    if let Some(prefix) = &r.key_prefix {
+        settings.key_prefix = prefix.clone();
+    }
+    (format!("{:?}", r), &settings.key_prefix).hash(fp);
+    Some(settings)
+}
+
+fn provider(
+    pr: &schema::Provider,
+    key: &str,
+    public_url: Option<&url::Url>,
+    base: &Path,
+    p: &mut Problems,
+) -> Option<ProviderSettings> {
+    let before = p.0.len();
+    if pr.id.is_empty()
+        || !pr
+            .id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        p.add(
+            format!("{key}.id"),
+            "an id of letters, digits, - and _ is required",
+        );
+    }
+    match pr.kind.as_str() {
+        "oidc" => {}
+        "local" => p.add(
+            format!("{key}.type"),
+            "the local user directory is not supported by this version yet",
+        ),
+        "" => p.add(format!("{key}.type"), "required: oidc"),
+        other => p.add(
+            format!("{key}.type"),
+            format!("unknown provider type {other:?}: use oidc"),
+        ),
+    }
+    let issuer = url::Url::parse(&pr.issuer)
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https"));
+    if issuer.is_none() {
+        p.add(
+            format!("{key}.issuer"),
+            format!("invalid issuer URL {:?}", pr.issuer),
+        );
+    }
+    if pr.client_id.is_empty() {
+        p.add(format!("{key}.client_id"), "required");
+    }
+    let secret = match (&pr.client_secret, &pr.client_secret_file) {
+        (Some(_), Some(_)) => {
+            p.add(
+                format!("{key}.client_secret_file"),
+                "give client_secret or client_secret_file, not both",
+            );
+            None
+        }
+        (Some(s), None) => Some(s.clone()),
+        (None, Some(f)) => note(
+            p,
+            format!("{key}.client_secret_file"),
+            read_secret_file(&resolve(base, f)),
+        ),
+        (None, None) => None,
+    };
+    let scopes = pr
+        .scopes
+        .clone()
+        .unwrap_or_else(|| vec!["openid".into(), "email".into(), "profile".into()]);
+    if !scopes.iter().any(|s| s == "openid") {
+        p.add(format!("{key}.scopes"), "must include openid");
+    }
+    let d = ClaimNames::default();
+    let claims = ClaimNames {
+        user: pr.claims.user.clone().unwrap_or(d.user),
+        email: pr.claims.email.clone().unwrap_or(d.email),
+        groups: pr.claims.groups.clone().unwrap_or(d.groups),
+        name: pr.claims.name.clone().unwrap_or(d.name),
+    };
+    if p.0.len() > before {
+        return None;
+    }
+    let mut redirect = public_url?.clone();
+    redirect.set_path("/.portcullis/callback");
+    Some(ProviderSettings {
+        id: pr.id.clone(),
+        issuer: pr.issuer.clone(),
+        client_id: pr.client_id.clone(),
+        client_secret: secret,
+        scopes,
+        claims,
+        extra_auth_params: pr
+            .extra_auth_params
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        redirect_uri: redirect.to_string(),
+    })
+}

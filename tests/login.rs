@@ -1,0 +1,113 @@
+//! Login end to end: a real OpenID provider (`oidc-provider`), the real server, a real
+//! upstream, and a browser-like client that follows redirects and posts the IdP's forms.
+
+mod support;
+
+use std::time::Duration;
+use support::idp::{Browser, Idp, IdpClient, IdpConfig, PASSWORD};
+use support::{Portcullis, Setup, Upstream};
+
+/// One test's world: an IdP that knows this Portcullis, the upstream, and Portcullis.
+struct World {
+    #[allow(dead_code)] // kept alive for the test's duration
+    idp: Idp,
+    up: Upstream,
+    pc: Portcullis,
+}
+
+impl World {
+    fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.pc.http_port())
+    }
+}
+
+const SECRET: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+
+/// Starts everything; `session` and `routes` are YAML blocks (placeholders `@UP@` for the
+/// upstream URL and `@IDP@` for the issuer).
+fn world_with(
+    idp_config: impl FnOnce(IdpConfig) -> IdpConfig,
+    session: &str,
+    routes: &str,
+) -> World {
+    let setup = Setup::new();
+    let base = format!("http://127.0.0.1:{}", setup.http);
+    let idp = Idp::start(idp_config(
+        IdpConfig::default().client(
+            IdpClient::new(
+                "portcullis",
+                "portcullis-secret",
+                &format!("{base}/.portcullis/callback"),
+            )
+            .post_logout_redirect_uri(&format!("{base}/bye")),
+        ),
+    ));
+    let up = Upstream::start();
+    let yaml = format!(
+        "server:\n  listen: [\"127.0.0.1:@HTTP@\"]\n  threads: 1\n  public_url: {base}\nadmin:\n  listen: 127.0.0.1:@ADMIN@\n\
+         session:\n  secrets: [\"{SECRET}\"]\n  cookie: {{ secure: false }}\n{session}\
+         providers:\n  - id: test\n    type: oidc\n    issuer: {issuer}\n    client_id: portcullis\n    client_secret: portcullis-secret\n    scopes: [openid, email, profile, groups]\n\
+         routes:\n{routes}",
+        issuer = idp.issuer(),
+    )
+    .replace("@UP@", &up.url())
+    .replace("@IDP@", idp.issuer());
+    let pc = setup.start(&yaml);
+    World { idp, up, pc }
+}
+
+fn world() -> World {
+    world_with(
+        |c| c,
+        "",
+        "  - { path: /, upstream: \"@UP@\", auth: required }\n  - { path: /public, upstream: \"@UP@\", auth: none }\n  - { path: /maybe, upstream: \"@UP@\", auth: optional }\n",
+    )
+}
+
+/// Waits until the provider has been discovered (readiness).
+async fn ready(w: &World) {
+    let url = format!("http://127.0.0.1:{}/readyz", w.pc.admin_port());
+    support::eventually(Duration::from_secs(10), "readyz", || {
+        let url = url.clone();
+        async move {
+            let r = reqwest::get(&url).await.ok()?;
+            (r.status() == 200).then_some(())
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn full_login_reaches_the_app_with_identity_headers() {
+    let w = world();
+    ready(&w).await;
+    let browser = Browser::new();
+    let page = browser
+        .login(&format!("{}/private?x=1", w.base()), "alice", PASSWORD)
+        .await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let seen = w.up.received();
+    let last = seen.last().expect("the upstream saw the request");
+    assert_eq!(last.path(), "/private");
+    assert_eq!(last.header("x-auth-request-user"), Some("alice"));
+    assert_eq!(
+        last.header("x-auth-request-email"),
+        Some("alice@example.com")
+    );
+    assert_eq!(last.header("x-auth-request-groups"), Some("staff,admins"));
+    // The app never sees Portcullis' cookies.
+    assert!(
+        last.header("cookie")
+            .is_none_or(|c| !c.contains("_portcullis")),
+        "{:?}",
+        last.header("cookie")
+    );
+
+    let me = browser
+        .get(&format!("{}/.portcullis/userinfo", w.base()))
+        .await;
+    assert_eq!(me.status, 200);
+    let v: serde_json::Value = serde_json::from_str(&me.body).unwrap();
+    assert_eq!(v["user"], "alice");
+    assert_eq!(v["groups"], serde_json::json!(["staff", "admins"]));
+}
