@@ -81,7 +81,6 @@ impl Auth {
     /// Builds the services on the I/O runtime: the store connects lazily, discovery runs in
     /// the background, so this returns at once even when Redis or the IdP is down.
     pub fn start(config: AuthConfig, io: &tokio::runtime::Handle) -> Result<Arc<Auth>, String> {
-        let _enter = io.enter();
         let clock: SharedClock = Arc::new(SystemClock);
         let store: Arc<dyn SessionStore> = match &config.backend {
             StoreBackend::Memory => Arc::new(MemoryStore::new(
@@ -99,6 +98,8 @@ impl Auth {
                 .map_err(|e| format!("session store: {e}"))?,
             ),
         };
+        // Tasks spawned from here on (cache invalidations, discovery) run on the I/O runtime.
+        let _enter = io.enter();
         let cache = Arc::new(SessionCache::new(
             CACHE_CAPACITY,
             config.cache_ttl,
