@@ -526,6 +526,113 @@ const injected = { failures: 0, status: 503, delayMs: 0 };
 
 const sleep = (ms) => new Promise((resolve) => { setTimeout(resolve, ms); });
 
+// ---------------------------------------------------------------------------------------------
+// ID token tampering and token capture (test hooks for relying-party security tests)
+// ---------------------------------------------------------------------------------------------
+
+// `POST /__test/tamper-id-token?mode=M[&count=N]`: the next N token responses carrying an ID
+// token get it replaced according to M. `POST /__test/capture-tokens`: every later token
+// response is kept for `GET /__test/tokens` (to check that a relying party never logs them).
+const TAMPER_MODES = [
+  'nonce', // another nonce, signed with the real key
+  'no_nonce', // the nonce removed, signed with the real key
+  'aud', // another audience, signed with the real key
+  'iss', // another issuer, signed with the real key
+  'expired', // exp and iat an hour in the past, signed with the real key
+  'unknown_key', // signed with a fresh key under a kid that is not in the JWKS
+  'wrong_key', // signed with a fresh key under the real kid
+  'modified', // claims changed (sub, groups) after signing: the signature no longer matches
+  'alg_none', // header alg "none", no signature
+];
+const tamper = { mode: null, count: 0, capture: false, captured: [] };
+
+const b64u = (value) => Buffer.from(typeof value === 'string' ? value : JSON.stringify(value)).toString('base64url');
+
+function signJwt(header, payload, key, alg) {
+  const input = `${b64u(header)}.${b64u(payload)}`;
+  if (alg === 'none') return `${input}.`;
+  let sig;
+  if (alg === 'EdDSA') sig = crypto.sign(null, Buffer.from(input), key);
+  else if (alg === 'ES256') sig = crypto.sign('sha256', Buffer.from(input), { key, dsaEncoding: 'ieee-p1363' });
+  else sig = crypto.sign('sha256', Buffer.from(input), key);
+  return `${input}.${sig.toString('base64url')}`;
+}
+
+function tamperIdToken(token, mode) {
+  const [h, p, s] = token.split('.');
+  const header = JSON.parse(Buffer.from(h, 'base64url').toString('utf8'));
+  const payload = JSON.parse(Buffer.from(p, 'base64url').toString('utf8'));
+  const realKey = crypto.createPrivateKey({ key: jwks.keys[0], format: 'jwk' });
+  const resign = (hdr, pay, key = realKey) => signJwt(hdr, pay, key, config.signing_alg);
+  const freshKey = () => {
+    const [type, options] = KEY_TYPES[config.signing_alg];
+    return crypto.generateKeyPairSync(type, options).privateKey;
+  };
+  const now = Math.floor(Date.now() / 1000);
+  switch (mode) {
+    case 'nonce':
+      return resign(header, { ...payload, nonce: crypto.randomBytes(16).toString('base64url') });
+    case 'no_nonce': {
+      const { nonce, ...rest } = payload;
+      return resign(header, rest);
+    }
+    case 'aud':
+      return resign(header, { ...payload, aud: 'someone-else', azp: undefined });
+    case 'iss':
+      return resign(header, { ...payload, iss: 'http://idp.evil.test' });
+    case 'expired':
+      return resign(header, { ...payload, iat: now - 7200, exp: now - 3600 });
+    case 'unknown_key':
+      return resign({ ...header, kid: crypto.randomBytes(8).toString('hex') }, payload, freshKey());
+    case 'wrong_key':
+      return resign(header, payload, freshKey());
+    case 'modified':
+      return `${h}.${b64u({ ...payload, sub: 'admin', groups: ['admins'] })}.${s}`;
+    case 'alg_none':
+      return signJwt({ ...header, alg: 'none', kid: undefined }, payload, null, 'none');
+    default:
+      throw new Error(`unknown tamper mode ${mode}`);
+  }
+}
+
+// Runs a token request through the provider over loopback, then alters or records the answer.
+async function tokenThroughHooks(state, req, res) {
+  const chunks = [];
+  for await (const chunk of req) chunks.push(chunk);
+  const headers = { 'x-idp-internal': '1', accept: 'application/json' };
+  for (const name of ['authorization', 'content-type']) {
+    if (req.headers[name]) headers[name] = req.headers[name];
+  }
+  const response = await fetch(new URL('/token', state.issuer), {
+    method: 'POST',
+    headers,
+    body: Buffer.concat(chunks),
+    redirect: 'manual',
+  });
+  const text = await response.text();
+  let body;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    body = undefined;
+  }
+  if (response.status === 200 && body?.id_token && tamper.count > 0) {
+    body.id_token = tamperIdToken(body.id_token, tamper.mode);
+    tamper.count -= 1;
+    bump(`id_token_tampered:${tamper.mode}`);
+    event('ID_TOKEN_TAMPERED', { mode: tamper.mode });
+  }
+  if (response.status === 200 && body && tamper.capture) {
+    tamper.captured.push({
+      access_token: body.access_token,
+      refresh_token: body.refresh_token,
+      id_token: body.id_token,
+    });
+  }
+  return send(res, response.status, response.headers.get('content-type') ?? 'application/json',
+    body === undefined ? text : JSON.stringify(body), { pragma: 'no-cache' });
+}
+
 async function handleInteraction(state, req, res, url) {
   const { provider } = state;
   const match = /^\/interaction\/([^/]+)(?:\/(login|consent|abort))?$/.exec(url.pathname);
@@ -640,9 +747,28 @@ async function handleAdmin(state, req, res, url) {
       event('INJECT', { token_delay_ms: ms });
       return sendJson(res, 200, { delay_ms: ms });
     }
+    case 'POST /__test/tamper-id-token': {
+      const mode = q.get('mode');
+      const count = Number(q.get('count') ?? '1');
+      if (!TAMPER_MODES.includes(mode) || !Number.isInteger(count) || count < 0) {
+        return sendJson(res, 400, { error: `mode must be one of ${TAMPER_MODES.join(', ')}; count an integer` });
+      }
+      tamper.mode = mode;
+      tamper.count = count;
+      event('INJECT', { tamper_id_token: mode, count });
+      return sendJson(res, 200, { mode, count });
+    }
+    case 'POST /__test/capture-tokens':
+      tamper.capture = true;
+      return sendJson(res, 200, {});
+    case 'GET /__test/tokens':
+      return sendJson(res, 200, tamper.captured);
     case 'POST /__test/reset':
       injected.failures = 0;
       injected.delayMs = 0;
+      tamper.count = 0;
+      tamper.capture = false;
+      tamper.captured = [];
       event('INJECT', { reset: 'yes' });
       return sendJson(res, 200, {});
     default:
@@ -715,6 +841,11 @@ function makeHandler(state) {
       }
       if (url.pathname.startsWith('/interaction/')) {
         return await handleInteraction(state, req, res, url);
+      }
+      if (url.pathname === '/token' && req.method === 'POST'
+        && (tamper.count > 0 || tamper.capture)
+        && req.headers['x-idp-internal'] === undefined) {
+        return await tokenThroughHooks(state, req, res);
       }
       if (url.pathname === '/token' && req.method === 'POST') {
         if (injected.delayMs) await sleep(injected.delayMs);

@@ -604,6 +604,46 @@ impl Idp {
         self.admin(reqwest::Method::POST, "/__test/reset").await;
     }
 
+    /// Makes the IdP replace the ID token in its next `count` token responses, to test how a
+    /// relying party refuses bad ones. `mode`: `nonce` (another nonce), `no_nonce`, `aud`
+    /// (another audience), `iss` (another issuer), `expired` (all four re-signed with the real
+    /// key), `unknown_key` (signed by a key under a `kid` not in the JWKS), `wrong_key` (signed
+    /// by another key under the real `kid`), `modified` (claims changed after signing) or
+    /// `alg_none` (unsigned, `"alg":"none"`).
+    pub async fn tamper_id_tokens(&self, mode: &str, count: u32) {
+        self.admin(
+            reqwest::Method::POST,
+            &format!(
+                "/__test/tamper-id-token?mode={}&count={count}",
+                query_escape(mode)
+            ),
+        )
+        .await;
+    }
+
+    /// [`Idp::tamper_id_tokens`] for the next token response only.
+    pub async fn tamper_next_id_token(&self, mode: &str) {
+        self.tamper_id_tokens(mode, 1).await;
+    }
+
+    /// From now on the IdP keeps every token it issues, for [`Idp::issued_tokens`].
+    pub async fn capture_tokens(&self) {
+        self.admin(reqwest::Method::POST, "/__test/capture-tokens")
+            .await;
+    }
+
+    /// Every token issued since [`Idp::capture_tokens`]: access, refresh and ID tokens, in
+    /// the order issued (to check they never leak anywhere).
+    pub async fn issued_tokens(&self) -> Vec<String> {
+        let text = self.admin(reqwest::Method::GET, "/__test/tokens").await;
+        let list: Vec<serde_json::Value> =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("/__test/tokens: {e}: {text}"));
+        list.iter()
+            .flat_map(|t| ["access_token", "refresh_token", "id_token"].map(|k| t[k].clone()))
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect()
+    }
+
     async fn admin(&self, method: reqwest::Method, path: &str) -> String {
         let resp = self
             .http
