@@ -108,6 +108,8 @@ pub mod metrics {
 
 static FILTER: OnceLock<reload::Handle<EnvFilter, Registry>> = OnceLock::new();
 static LOG_GUARD: OnceLock<tracing_appender::non_blocking::WorkerGuard> = OnceLock::new();
+/// The same non-blocking stdout writer the subscriber uses, for access lines written directly.
+static ACCESS: OnceLock<(tracing_appender::non_blocking::NonBlocking, LogFormat)> = OnceLock::new();
 
 /// Installs the global subscriber (once per process). `log` records from Pingora are
 /// forwarded into it.
@@ -117,6 +119,7 @@ pub fn init_logging(settings: &LoggingSettings) {
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
         .finish(std::io::stdout());
+    let _ = ACCESS.set((writer.clone(), settings.format));
     let fmt = match settings.format {
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
@@ -206,5 +209,118 @@ pub fn audit(event: &str, fields: serde_json::Value) {
         Some(AuditSink::Stdout) | None => {
             let _ = std::io::stdout().lock().write_all(text.as_bytes());
         }
+    }
+}
+
+/// One access-log line. Formatted here by hand rather than through `tracing`'s JSON layer,
+/// which cost more per request than the whole proxying (see docs/BENCHMARKS.md).
+pub struct AccessRecord<'a> {
+    pub method: &'a str,
+    pub host: &'a str,
+    /// The normalised path, never the query string.
+    pub path: &'a str,
+    pub status: u16,
+    pub duration: std::time::Duration,
+    pub route: &'a str,
+    pub upstream: &'a str,
+    pub client_ip: Option<std::net::IpAddr>,
+    pub error: Option<&'a str>,
+}
+
+/// Writes `rec` as one line on the log output (JSON or pretty, as `logging.format`).
+pub fn access(rec: &AccessRecord<'_>) {
+    use std::fmt::Write as _;
+    use tracing_subscriber::fmt::MakeWriter;
+    thread_local! {
+        static LINE: std::cell::RefCell<String> = std::cell::RefCell::new(String::with_capacity(256));
+    }
+    let Some((writer, format)) = ACCESS.get() else {
+        return;
+    };
+    let now = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    let ms = rec.duration.as_secs_f64() * 1000.0;
+    LINE.with(|line| {
+        let Ok(mut line) = line.try_borrow_mut() else {
+            return;
+        };
+        line.clear();
+        match format {
+            LogFormat::Json => {
+                line.push_str("{\"timestamp\":\"");
+                line.push_str(&now);
+                line.push_str("\",\"level\":\"INFO\",\"target\":\"access\",\"method\":");
+                json_str(&mut line, rec.method);
+                line.push_str(",\"host\":");
+                json_str(&mut line, rec.host);
+                line.push_str(",\"path\":");
+                json_str(&mut line, rec.path);
+                let _ = write!(
+                    line,
+                    ",\"status\":{},\"duration_ms\":{ms:.3},\"route\":",
+                    rec.status
+                );
+                json_str(&mut line, rec.route);
+                line.push_str(",\"upstream\":");
+                json_str(&mut line, rec.upstream);
+                line.push_str(",\"client_ip\":");
+                match rec.client_ip {
+                    Some(ip) => {
+                        let _ = write!(line, "\"{ip}\"");
+                    }
+                    None => line.push_str("null"),
+                }
+                if let Some(e) = rec.error {
+                    line.push_str(",\"error\":");
+                    json_str(&mut line, e);
+                }
+                line.push_str("}\n");
+            }
+            LogFormat::Pretty => {
+                let _ = writeln!(
+                    line,
+                    "{now}  INFO access: {} {}{} {} {ms:.3}ms route={} upstream={} client={}{}",
+                    rec.method,
+                    rec.host.escape_debug(),
+                    rec.path.escape_debug(),
+                    rec.status,
+                    rec.route,
+                    rec.upstream,
+                    rec.client_ip.map(|i| i.to_string()).unwrap_or_default(),
+                    rec.error.map(|e| format!(" error={e}")).unwrap_or_default(),
+                );
+            }
+        }
+        let _ = writer.make_writer().write_all(line.as_bytes());
+    });
+}
+
+/// Appends `s` as a JSON string literal.
+fn json_str(out: &mut String, s: &str) {
+    use std::fmt::Write as _;
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 || c == '\u{7f}' => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn json_strings_are_escaped() {
+        let mut s = String::new();
+        super::json_str(&mut s, "a\"b\\c\nd\u{1}");
+        assert_eq!(s, r#""a\"b\\c\u000ad\u0001""#);
+        let v: serde_json::Value = serde_json::from_str(&s).unwrap();
+        assert_eq!(v, "a\"b\\c\nd\u{1}");
     }
 }

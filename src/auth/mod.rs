@@ -175,33 +175,47 @@ impl Auth {
                 return Some(record);
             }
         };
-        let result = self.refresh_locked(record).await;
-        if let Err(e) = self.store.unlock(&lock).await {
-            metrics::STORE_ERRORS.with_label_values(&[e.op()]).inc();
+        let (result, retry_now) = self.refresh_locked(record).await;
+        // After a failure the lock is left to expire: it doubles as a back-off, so an IdP that
+        // is down sees one attempt per session every REFRESH_LOCK, not one per request.
+        if retry_now {
+            if let Err(e) = self.store.unlock(&lock).await {
+                metrics::STORE_ERRORS.with_label_values(&[e.op()]).inc();
+            }
         }
         result
     }
 
-    async fn refresh_locked(&self, record: Arc<SessionRecord>) -> Option<Arc<SessionRecord>> {
+    /// The refreshed (or unchanged) session, and whether the lock may be released now.
+    async fn refresh_locked(
+        &self,
+        record: Arc<SessionRecord>,
+    ) -> (Option<Arc<SessionRecord>>, bool) {
+        let result = self.refresh_inner(record).await;
+        let release = !matches!(result, Refreshed::Failed(_));
+        (result.into_session(), release)
+    }
+
+    async fn refresh_inner(&self, record: Arc<SessionRecord>) -> Refreshed {
         let now = self.clock.now_secs();
         let fresh = match self.store.get(&record.sid).await {
             Ok(Some(r)) => r,
             Ok(None) => {
                 self.cache.invalidate(&record.sid);
-                return None;
+                return Refreshed::Ended;
             }
-            Err(_) => return Some(record),
+            Err(_) => return Refreshed::Failed(record),
         };
         if !refresh_due(&fresh, now) {
             let fresh = Arc::new(fresh);
             self.cache.insert(Arc::clone(&fresh));
-            return Some(fresh);
+            return Refreshed::Done(fresh);
         }
         let (Some(token), Some(provider)) = (
             fresh.refresh_token.clone(),
             self.providers.get(&fresh.provider),
         ) else {
-            return Some(record);
+            return Refreshed::Done(record);
         };
         match provider.refresh(&token).await {
             Ok(tokens) => {
@@ -209,7 +223,7 @@ impl Auth {
                 apply_tokens(&mut next, &tokens, now);
                 match self.store.update(&next).await {
                     Ok(true) => {}
-                    Ok(false) => return None,
+                    Ok(false) => return Refreshed::Ended,
                     Err(e) => {
                         metrics::STORE_ERRORS.with_label_values(&[e.op()]).inc();
                     }
@@ -219,7 +233,7 @@ impl Auth {
                 let next = Arc::new(next);
                 self.cache.insert(Arc::clone(&next));
                 tracing::debug!(sid = %next.sid.fingerprint(), "session tokens refreshed");
-                Some(next)
+                Refreshed::Done(next)
             }
             Err(crate::oidc::RefreshError::Revoked) => {
                 let _ = self.store.delete(&fresh.sid).await;
@@ -232,11 +246,11 @@ impl Auth {
                         "reason": "the identity provider refused the refresh token",
                     }),
                 );
-                None
+                Refreshed::Ended
             }
             Err(crate::oidc::RefreshError::Unavailable(e)) => {
                 tracing::warn!(sid = %fresh.sid.fingerprint(), error = %e, "token refresh failed; the session continues");
-                Some(record)
+                Refreshed::Failed(record)
             }
         }
     }
@@ -253,6 +267,24 @@ impl Auth {
             }
         }
         Ok(())
+    }
+}
+
+/// The outcome of one refresh attempt.
+enum Refreshed {
+    Done(Arc<SessionRecord>),
+    /// The session is over (revoked, or gone from the store).
+    Ended,
+    /// The IdP or the store could not be used; the session goes on as it was.
+    Failed(Arc<SessionRecord>),
+}
+
+impl Refreshed {
+    fn into_session(self) -> Option<Arc<SessionRecord>> {
+        match self {
+            Refreshed::Done(r) | Refreshed::Failed(r) => Some(r),
+            Refreshed::Ended => None,
+        }
     }
 }
 

@@ -12,7 +12,7 @@ use crate::request::{self, BadRequest, RequestView};
 use crate::routes::AuthMode;
 use crate::routes::Route;
 use crate::runtime::Runtime;
-use crate::telemetry::metrics;
+use crate::telemetry::{self, metrics};
 use crate::upstream::Upstream;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
@@ -324,18 +324,17 @@ impl ProxyHttp for Gateway {
             .observe(elapsed.as_secs_f64());
         if ctx.rt.logging.access_log {
             let req = session.req_header();
-            tracing::info!(
-                target: "access",
-                method = req.method.as_str(),
-                host = ctx.host_header.as_deref().unwrap_or(""),
-                path = req.uri.path(),
+            telemetry::access(&telemetry::AccessRecord {
+                method: req.method.as_str(),
+                host: ctx.host_header.as_deref().unwrap_or(""),
+                path: req.uri.path(),
                 status,
-                duration_ms = elapsed.as_secs_f64() * 1000.0,
+                duration: elapsed,
                 route,
-                upstream = ctx.route.as_deref().map_or("-", |r| r.upstream.describe()),
-                client_ip = ctx.client_ip.map(|ip| ip.to_string()).unwrap_or_default(),
-                error = e.map(|e| e.etype().as_str()),
-            );
+                upstream: ctx.route.as_deref().map_or("-", |r| r.upstream.describe()),
+                client_ip: ctx.client_ip,
+                error: e.map(|e| e.etype().as_str()),
+            });
         }
     }
 

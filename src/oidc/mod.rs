@@ -264,7 +264,10 @@ impl OidcProvider {
             .set_pkce_verifier(PkceCodeVerifier::new(pending.pkce_verifier.clone()))
             .request_async(&self.http)
             .await
-            .map_err(classify_token_error)?;
+            .map_err(|e| match classify_token_error(e) {
+                TokenFailure::Unavailable(m) => OidcError::Unreachable(m),
+                TokenFailure::InvalidGrant(m) | TokenFailure::Refused(m) => OidcError::Rejected(m),
+            })?;
         let id_token = response
             .id_token()
             .ok_or_else(|| OidcError::Rejected("the token response has no id_token".into()))?
@@ -405,14 +408,20 @@ impl OidcProvider {
             .request_async(&self.http)
             .await
             .map_err(|e| match classify_token_error(e) {
-                OidcError::Rejected(_) => RefreshError::Revoked,
-                other => RefreshError::Unavailable(other.to_string()),
+                // Only the IdP saying the grant is gone ends the session; a misconfiguration
+                // or an outage must not log everyone out.
+                TokenFailure::InvalidGrant(_) => RefreshError::Revoked,
+                TokenFailure::Refused(m) | TokenFailure::Unavailable(m) => {
+                    RefreshError::Unavailable(m)
+                }
             })?;
         let id_token = match response.id_token() {
             Some(t) => {
-                self.verify_id_token(t, None)
-                    .await
-                    .map_err(|_| RefreshError::Revoked)?;
+                self.verify_id_token(t, None).await.map_err(|e| match e {
+                    OidcError::Unreachable(m) => RefreshError::Unavailable(m),
+                    // A refreshed ID token that does not verify is not to be trusted.
+                    _ => RefreshError::Revoked,
+                })?;
                 Some(t.to_string())
             }
             None => None,
@@ -456,16 +465,37 @@ impl OidcProvider {
 /// The signing key was not in the JWKS we hold.
 struct KeyMissing;
 
-fn classify_token_error<RE, T>(e: openidconnect::RequestTokenError<RE, T>) -> OidcError
+/// How a token request failed.
+enum TokenFailure {
+    /// `invalid_grant`: the code or refresh token is not (or no longer) valid.
+    InvalidGrant(String),
+    /// Any other error answer the IdP gave on purpose (`invalid_client`, ...).
+    Refused(String),
+    /// Network, timeouts, 5xx or `temporarily_unavailable`/`server_error`, unreadable answers.
+    Unavailable(String),
+}
+
+fn classify_token_error<RE>(
+    e: openidconnect::RequestTokenError<
+        RE,
+        openidconnect::StandardErrorResponse<openidconnect::core::CoreErrorResponseType>,
+    >,
+) -> TokenFailure
 where
     RE: std::error::Error + 'static,
-    T: openidconnect::ErrorResponse + 'static,
 {
+    use openidconnect::core::CoreErrorResponseType as T;
     use openidconnect::RequestTokenError as R;
     match e {
-        R::ServerResponse(r) => OidcError::Rejected(r.to_string()),
-        R::Request(e) => OidcError::Unreachable(e.to_string()),
-        R::Parse(e, _) => OidcError::Rejected(format!("unreadable token response: {e}")),
-        R::Other(s) => OidcError::Rejected(s),
+        R::ServerResponse(r) => match r.error() {
+            T::InvalidGrant => TokenFailure::InvalidGrant(r.to_string()),
+            T::Extension(x) if x == "temporarily_unavailable" || x == "server_error" => {
+                TokenFailure::Unavailable(r.to_string())
+            }
+            _ => TokenFailure::Refused(r.to_string()),
+        },
+        R::Request(e) => TokenFailure::Unavailable(e.to_string()),
+        R::Parse(e, _) => TokenFailure::Unavailable(format!("unreadable token response: {e}")),
+        R::Other(s) => TokenFailure::Unavailable(s),
     }
 }
