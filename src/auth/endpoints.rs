@@ -594,16 +594,11 @@ async fn handover(auth: &Auth, req: &EndpointRequest<'_>) -> Answer {
 }
 
 async fn logout(auth: &Auth, req: &EndpointRequest<'_>) -> Answer {
+    // A return URL that is not allowed is ignored, never followed: signing out must work
+    // whatever link brought the user here.
     let rd = req
         .param("rd")
         .and_then(|rd| auth.config.redirects.check(&rd, &req.here));
-    if req.param("rd").is_some() && rd.is_none() {
-        return Answer::error(
-            StatusCode::BAD_REQUEST,
-            "the return URL (rd) is not allowed",
-            req.wants_html,
-        );
-    }
     let session = auth.session(req.cookie_header).await.ok().flatten();
     let mut idp_logout = None;
     if let Some(record) = &session {

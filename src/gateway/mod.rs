@@ -368,7 +368,10 @@ impl Gateway {
                 route,
             } => {
                 ctx.route = route;
-                deny(session, ctx, status, reason, view.wants_html).await
+                // Not logged in and not a browser navigation (an API call, a form POST): the
+                // answer is for a program, whatever Accept says (SPEC §5).
+                let html = view.wants_html && status != StatusCode::UNAUTHORIZED;
+                deny(session, ctx, status, reason, html).await
             }
             Decision::Login { route, provider } => {
                 ctx.route = Some(route);
