@@ -19,6 +19,10 @@ use std::process::ExitCode;
 /// Downstream keep-alive, as Portcullis's default `server.timeouts.idle` (60 s).
 const KEEPALIVE_SECS: u64 = 60;
 
+/// The same allocator as the `portcullis` binary, so the comparison measures the proxy code.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 struct PassThrough {
     upstream: SocketAddr,
 }

@@ -1,6 +1,11 @@
 //! The `portcullis` command line.
 #![forbid(unsafe_code)]
 
+/// mimalloc instead of the system allocator: a proxy allocates small, short-lived buffers on
+/// every request, and glibc's malloc was a tenth of the request path's CPU (docs/BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use base64::Engine;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;

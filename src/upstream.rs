@@ -114,7 +114,12 @@ impl HttpUpstream {
             Some(a) => a,
             None => self.resolve().await?,
         };
-        let mut peer = HttpPeer::new(addr, self.tls, self.host.clone());
+        let sni = if self.tls {
+            self.host.clone()
+        } else {
+            String::new()
+        };
+        let mut peer = HttpPeer::new(addr, self.tls, sni);
         let o = &mut peer.options;
         o.connection_timeout = Some(self.timeouts.connect);
         o.total_connection_timeout = Some(self.timeouts.connect);

@@ -99,12 +99,12 @@ impl ProxyHttp for Gateway {
         let forwarded_https = ctx.peer_trusted
             && req
                 .headers
-                .get("x-forwarded-proto")
+                .get(&forwarded::X_FORWARDED_PROTO)
                 .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
         ctx.tls = downstream_tls || forwarded_https;
         let xff = req
             .headers
-            .get("x-forwarded-for")
+            .get(&forwarded::X_FORWARDED_FOR)
             .and_then(|v| v.to_str().ok());
         ctx.client_ip = rt.trusted_proxies.client_ip(ctx.peer_ip, xff);
         let wants_html = request::accepts_html(
