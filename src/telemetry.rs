@@ -57,6 +57,13 @@ pub mod metrics {
         )
         .expect("metric names are static and registered once")
     });
+    pub static INVALID_COOKIES: LazyLock<prometheus::IntCounter> = LazyLock::new(|| {
+        prometheus::register_int_counter!(
+            "portcullis_invalid_session_cookies_total",
+            "Session cookies that were tampered with, truncated, foreign or expired (treated as no session)"
+        )
+        .expect("metric names are static and registered once")
+    });
     pub static LOGINS: LazyLock<IntCounterVec> = LazyLock::new(|| {
         register_int_counter_vec!(
             "portcullis_logins_total",
@@ -80,6 +87,7 @@ pub mod metrics {
         LazyLock::force(&DURATION);
         LazyLock::force(&UPSTREAM_ERRORS);
         LazyLock::force(&STORE_ERRORS);
+        LazyLock::force(&INVALID_COOKIES);
         LazyLock::force(&LOGINS);
         LazyLock::force(&AUTH_DECISIONS);
         CONFIG_RELOADS.with_label_values(&["success"]);

@@ -111,3 +111,94 @@ async fn full_login_reaches_the_app_with_identity_headers() {
     assert_eq!(v["user"], "alice");
     assert_eq!(v["groups"], serde_json::json!(["staff", "admins"]));
 }
+
+#[path = "support/redis.rs"]
+mod redis_support;
+
+/// Rotating `session.secrets` (new key first, old key kept) by hot reload logs nobody out:
+/// the old cookie and the record sealed under the old key still open. Dropping the old key
+/// then ends those sessions, and tampered cookies are counted.
+#[tokio::test]
+async fn secret_rotation_by_reload_keeps_sessions() {
+    const NEW: &str = "ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA=";
+    let redis = redis_support::RedisServer::start();
+    let session = format!("  store: redis\n  redis: {{ url: \"{}\" }}\n", redis.url());
+    let routes = "  - { path: /, upstream: \"@UP@\", auth: required }\n";
+    let w = world_with(|c| c, &session, routes);
+    ready(&w).await;
+    let browser = Browser::new();
+    let page = browser
+        .login(&format!("{}/before", w.base()), "alice", PASSWORD)
+        .await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let api = |cookie: String| {
+        let url = format!("{}/api", w.base());
+        async move {
+            reqwest::Client::new()
+                .get(url)
+                .header("cookie", cookie)
+                .header("accept", "application/json")
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    let cookie = browser
+        .cookie_for(&w.base(), "_portcullis")
+        .expect("a session cookie after login");
+    let cookie = format!("_portcullis={cookie}");
+    assert_eq!(api(cookie.clone()).await, 200);
+
+    // New secret first, the old one still listed: everyone stays logged in.
+    let yaml = w.pc.yaml().replace(
+        &format!("[\"{SECRET}\"]"),
+        &format!("[\"{NEW}\", \"{SECRET}\"]"),
+    );
+    assert_ne!(yaml, w.pc.yaml(), "the secret must appear in the config");
+    w.pc.rewrite_config(&yaml);
+    support::eventually(Duration::from_secs(5), "reload", || {
+        let pc = &w.pc;
+        async move {
+            (pc.metric("portcullis_config_reloads_total", &[("result", "success")])
+                .await
+                >= 1.0)
+                .then_some(())
+        }
+    })
+    .await;
+    assert_eq!(
+        api(cookie.clone()).await,
+        200,
+        "the old cookie must survive the rotation"
+    );
+
+    // The old key removed: its cookies no longer open, and are counted as invalid.
+    let before =
+        w.pc.metric("portcullis_invalid_session_cookies_total", &[])
+            .await;
+    w.pc.rewrite_config(&yaml.replace(&format!(", \"{SECRET}\""), ""));
+    support::eventually(Duration::from_secs(5), "second reload", || {
+        let pc = &w.pc;
+        async move {
+            (pc.metric("portcullis_config_reloads_total", &[("result", "success")])
+                .await
+                >= 2.0)
+                .then_some(())
+        }
+    })
+    .await;
+    assert_eq!(
+        api(cookie.clone()).await,
+        401,
+        "a cookie under a removed key is no session"
+    );
+    let after =
+        w.pc.metric("portcullis_invalid_session_cookies_total", &[])
+            .await;
+    assert!(
+        after > before,
+        "invalid cookies are counted ({before} -> {after})"
+    );
+}

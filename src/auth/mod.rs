@@ -145,10 +145,19 @@ impl Auth {
             return Ok(None);
         };
         let now = self.clock.now_secs();
+        let mut presented = false;
         let sid = crate::session::cookie::cookie_values(header, &self.config.cookie.name)
-            .find_map(|v| SessionCookie::decode(v, &self.config.keys, now))
+            .find_map(|v| {
+                presented = true;
+                SessionCookie::decode(v, &self.config.keys, now)
+            })
             .map(|c| c.sid);
-        let Some(sid) = sid else { return Ok(None) };
+        let Some(sid) = sid else {
+            if presented {
+                metrics::INVALID_COOKIES.inc();
+            }
+            return Ok(None);
+        };
         let record = match self.cache.load(self.store.as_ref(), &sid).await {
             Ok(r) => r,
             Err(e) => {
