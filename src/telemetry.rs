@@ -126,7 +126,12 @@ pub fn init_logging(settings: &LoggingSettings) {
     let (filter, handle) = reload::Layer::new(filter);
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
-        .finish(std::io::stdout());
+        // Buffered: the writer thread drains every queued line, then flushes once, so a busy
+        // proxy makes one write(2) per batch instead of one per line.
+        .finish(std::io::BufWriter::with_capacity(
+            64 * 1024,
+            std::io::stdout(),
+        ));
     let _ = ACCESS.set((writer.clone(), settings.format));
     let fmt = match settings.format {
         LogFormat::Json => tracing_subscriber::fmt::layer()
