@@ -706,7 +706,11 @@ async fn token_endpoint_failing_with_503_keeps_the_session() {
             "request {k}: a failing token endpoint (503) must not end the session (got {status}, Location {location:?})"
         );
     }
-    assert_eq!(w.idp.counter("token_injected_failure").await, 1, "one attempt, then back-off");
+    assert_eq!(
+        w.idp.counter("token_injected_failure").await,
+        1,
+        "one attempt, then back-off"
+    );
     assert_eq!(w.idp.counter("grant:refresh_token").await, 0);
     assert!(
         !w.has_audit(0, "session_revoked"),
