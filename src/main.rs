@@ -100,9 +100,6 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
             portcullis::telemetry::metrics::init();
-            portcullis::telemetry::metrics::register_routes(
-                runtime.routes.routes().iter().map(|r| &*r.name),
-            );
             if let Err(e) = portcullis::server::run(runtime, path) {
                 eprintln!("portcullis: {e:#}");
                 return ExitCode::FAILURE;

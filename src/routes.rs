@@ -32,6 +32,29 @@ pub struct Route {
     pub provider: Option<String>,
     pub websocket: bool,
     pub headers: RouteHeaders,
+    /// This route's metric series, looked up once at load instead of per request.
+    pub metrics: RouteMetrics,
+}
+
+/// Handles to a route's Prometheus series. Creating them also makes every route's series
+/// visible at zero before the first request.
+#[derive(Debug, Clone)]
+pub struct RouteMetrics {
+    pub duration: prometheus::Histogram,
+    /// `portcullis_requests_total{status="200"}`, the common case; other statuses are looked up.
+    pub ok: prometheus::IntCounter,
+    pub upstream_errors: prometheus::IntCounter,
+}
+
+impl RouteMetrics {
+    pub fn new(route: &str) -> RouteMetrics {
+        use crate::telemetry::metrics;
+        RouteMetrics {
+            duration: metrics::DURATION.with_label_values(&[route]),
+            ok: metrics::REQUESTS.with_label_values(&[route, "200"]),
+            upstream_errors: metrics::UPSTREAM_ERRORS.with_label_values(&[route]),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

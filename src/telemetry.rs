@@ -94,16 +94,6 @@ pub mod metrics {
         CONFIG_RELOADS.with_label_values(&["failure"]);
     }
 
-    /// Creates the series of every route at zero, so that dashboards and `rate()` see them
-    /// before the first request (and `/metrics` lists every family from the start).
-    pub fn register_routes<'a>(names: impl IntoIterator<Item = &'a str>) {
-        for name in names {
-            REQUESTS.with_label_values(&[name, "200"]);
-            DURATION.with_label_values(&[name]);
-            UPSTREAM_ERRORS.with_label_values(&[name]);
-        }
-    }
-
     /// The Prometheus text exposition of every registered metric.
     pub fn render() -> Vec<u8> {
         let mut out = Vec::new();

@@ -544,7 +544,9 @@ fn routes(
             Some(n) if !n.trim().is_empty() => n.trim().into(),
             _ => format!("{}{}", host.describe(), path).into(),
         };
+        let metrics = crate::routes::RouteMetrics::new(&name);
         out.push(Route {
+            metrics,
             name,
             host,
             path,

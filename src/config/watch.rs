@@ -69,7 +69,6 @@ impl Reloader {
                     tracing::warn!("server.threads changed: it takes effect after a restart");
                 }
                 telemetry::apply_logging(&next.logging);
-                metrics::register_routes(next.routes.routes().iter().map(|r| &*r.name));
                 let routes = next.routes.routes().len();
                 self.current.store(Arc::new(next));
                 metrics::CONFIG_RELOADS

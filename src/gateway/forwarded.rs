@@ -43,6 +43,8 @@ pub fn prepare(req: &mut RequestHeader, ctx: &Ctx, route: &Route) -> Result<()> 
         .get(&X_FORWARDED_FOR)
         .and_then(|v| v.to_str().ok())
         .filter(|v| trusted && !v.trim().is_empty());
+    let peer_text =
+        http::HeaderValue::from_str(&peer).unwrap_or(http::HeaderValue::from_static(""));
     let xff = match incoming_xff {
         Some(chain) if !peer.is_empty() => format!("{chain}, {peer}"),
         Some(chain) => chain.to_string(),
@@ -67,6 +69,10 @@ pub fn prepare(req: &mut RequestHeader, ctx: &Ctx, route: &Route) -> Result<()> 
         }
     }
     match ctx.client_ip {
+        // Usually the client is the peer: reuse its text rather than format it again.
+        Some(ip) if Some(ip) == ctx.peer_ip && !peer_text.is_empty() => {
+            req.insert_header(X_REAL_IP, peer_text)?
+        }
         Some(ip) => req.insert_header(X_REAL_IP, ip.to_string())?,
         None => {
             req.remove_header(&X_REAL_IP);

@@ -269,9 +269,10 @@ impl ProxyHttp for Gateway {
         };
         if *e.esource() == ErrorSource::Upstream {
             ctx.upstream_failed = true;
-            metrics::UPSTREAM_ERRORS
-                .with_label_values(&[ctx.route_label()])
-                .inc();
+            match ctx.route.as_deref() {
+                Some(r) => r.metrics.upstream_errors.inc(),
+                None => metrics::UPSTREAM_ERRORS.with_label_values(&["-"]).inc(),
+            }
         }
         if code > 0 && session.response_written().is_none() {
             let status = StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_GATEWAY);
@@ -316,12 +317,26 @@ impl ProxyHttp for Gateway {
         let elapsed = ctx.start.elapsed();
         let status_code = StatusCode::from_u16(status).ok();
         let status_text = status_code.as_ref().map_or("0", |s| s.as_str());
-        metrics::REQUESTS
-            .with_label_values(&[route, status_text])
-            .inc();
-        metrics::DURATION
-            .with_label_values(&[route])
-            .observe(elapsed.as_secs_f64());
+        match ctx.route.as_deref() {
+            Some(r) => {
+                if status == 200 {
+                    r.metrics.ok.inc();
+                } else {
+                    metrics::REQUESTS
+                        .with_label_values(&[route, status_text])
+                        .inc();
+                }
+                r.metrics.duration.observe(elapsed.as_secs_f64());
+            }
+            None => {
+                metrics::REQUESTS
+                    .with_label_values(&[route, status_text])
+                    .inc();
+                metrics::DURATION
+                    .with_label_values(&[route])
+                    .observe(elapsed.as_secs_f64());
+            }
+        }
         if ctx.rt.logging.access_log {
             let req = session.req_header();
             telemetry::access(&telemetry::AccessRecord {

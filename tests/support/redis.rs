@@ -14,14 +14,26 @@ pub const REDIS_SERVER: &str = "/usr/bin/redis-server";
 pub const REDIS_CLI: &str = "/usr/bin/redis-cli";
 
 /// A port on 127.0.0.1 that nothing listens on now, never handed out twice in this process.
+///
+/// Taken from 26000–32000, below the kernel's ephemeral range (32768–60999): a port handed out
+/// here can then never be taken meanwhile by another test's `bind(0)` or outgoing connection
+/// before the server it is meant for binds it.
+/// (Cluster nodes also listen on port + 10000, which stays below 65536.)
 pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LO: u32 = 26000;
+    const SPAN: u32 = 32000 - 26000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
     static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    // Processes running at the same time start at different places.
+    let offset = std::process::id().wrapping_mul(7919) % SPAN;
     loop {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("binding an ephemeral port");
-        let port = listener.local_addr().expect("local address").port();
-        drop(listener);
-        // Cluster nodes also listen on port + 10000: keep that one below 65536.
-        if port < 55_000 && GIVEN.lock().expect("port registry").insert(port) {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = u16::try_from(LO + (offset + n) % SPAN).expect("the range is below 65536");
+        if TcpListener::bind(("127.0.0.1", port)).is_err() {
+            continue;
+        }
+        if GIVEN.lock().expect("port registry").insert(port) {
             return port;
         }
     }
