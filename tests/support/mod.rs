@@ -36,13 +36,13 @@ pub const DEADLINE: Duration = Duration::from_secs(10);
 
 /// A port on 127.0.0.1 that nothing listens on now, never handed out twice in this process.
 ///
-/// Taken from 20000–26000, below the kernel's ephemeral range (32768–60999): a port handed out
+/// Taken from 25000–31000, below the kernel's ephemeral range (32768–60999): a port handed out
 /// here can then never be taken meanwhile by another test's `bind(0)` or outgoing connection
 /// before the server it is meant for binds it.
 pub fn free_port() -> u16 {
     use std::sync::atomic::{AtomicU32, Ordering};
-    const LO: u32 = 20000;
-    const SPAN: u32 = 26000 - 20000;
+    const LO: u32 = 25000;
+    const SPAN: u32 = 31000 - 25000;
     static NEXT: AtomicU32 = AtomicU32::new(0);
     static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
     // Processes running at the same time start at different places.

@@ -15,14 +15,15 @@ pub const REDIS_CLI: &str = "/usr/bin/redis-cli";
 
 /// A port on 127.0.0.1 that nothing listens on now, never handed out twice in this process.
 ///
-/// Taken from 26000–32000, below the kernel's ephemeral range (32768–60999): a port handed out
+/// Taken from 10000–14000, below the kernel's ephemeral range (32768–60999): a port handed out
 /// here can then never be taken meanwhile by another test's `bind(0)` or outgoing connection
 /// before the server it is meant for binds it.
-/// (Cluster nodes also listen on port + 10000, which stays below 65536.)
+/// Cluster nodes also listen on port + 10000 (20000–24000, also below that range and apart
+/// from the harness's own 25000–31000): both must be free.
 pub fn free_port() -> u16 {
     use std::sync::atomic::{AtomicU32, Ordering};
-    const LO: u32 = 26000;
-    const SPAN: u32 = 32000 - 26000;
+    const LO: u32 = 10000;
+    const SPAN: u32 = 14000 - 10000;
     static NEXT: AtomicU32 = AtomicU32::new(0);
     static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
     // Processes running at the same time start at different places.
@@ -30,7 +31,9 @@ pub fn free_port() -> u16 {
     loop {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let port = u16::try_from(LO + (offset + n) % SPAN).expect("the range is below 65536");
-        if TcpListener::bind(("127.0.0.1", port)).is_err() {
+        if TcpListener::bind(("127.0.0.1", port)).is_err()
+            || TcpListener::bind(("127.0.0.1", port + 10_000)).is_err()
+        {
             continue;
         }
         if GIVEN.lock().expect("port registry").insert(port) {
