@@ -45,7 +45,6 @@ pub struct Ctx {
     client_ip: Option<IpAddr>,
     /// The `Host` the client named, for `X-Forwarded-Host`.
     host_header: Option<String>,
-    upstream_failed: bool,
     /// Identity headers rendered for this request's session (empty when anonymous).
     identity: Vec<(http::HeaderName, http::HeaderValue)>,
 }
@@ -70,7 +69,6 @@ impl ProxyHttp for Gateway {
             peer_trusted: false,
             client_ip: None,
             host_header: None,
-            upstream_failed: false,
             identity: Vec::new(),
         }
     }
@@ -268,7 +266,6 @@ impl ProxyHttp for Gateway {
             },
         };
         if *e.esource() == ErrorSource::Upstream {
-            ctx.upstream_failed = true;
             match ctx.route.as_deref() {
                 Some(r) => r.metrics.upstream_errors.inc(),
                 None => metrics::UPSTREAM_ERRORS.with_label_values(&["-"]).inc(),
