@@ -30,6 +30,23 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
 /// How long any single wait in the harness may take before the test fails.
 pub const DEADLINE: Duration = Duration::from_secs(10);
 
+/// The first value of `name` (case-insensitive) in a list of header lines.
+pub fn header_value<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
+/// Every value of `name` (case-insensitive) in a list of header lines.
+pub fn header_values<'a>(headers: &'a [(String, String)], name: &str) -> Vec<&'a str> {
+    headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+        .collect()
+}
+
 // ---------------------------------------------------------------------------------------------
 // Ports
 // ---------------------------------------------------------------------------------------------
