@@ -1,11 +1,19 @@
-//! The one decision engine. Every front door (the proxy now, forward-auth next) builds a
-//! [`RequestView`], finds the route with [`route`], looks up the session if the route needs
-//! one, and asks [`authorize`]; only reading the request and answering differ between doors.
+//! The one decision engine. Both front doors — the proxy and forward-auth
+//! (`/.portcullis/auth`) — build a [`RequestView`] and the [`Presented`] credentials of the
+//! original request, and call [`decide`]; only reading the request and answering the
+//! [`Decision`] differ between them.
+//!
+//! `decide` = [`route`] + authentication (the only I/O: session store, IdP keys) +
+//! [`authorize`], which is pure and tested without a socket.
 
+use crate::auth::bearer::{bearer_token, token_scopes};
+use crate::oidc::BearerError;
+use crate::policy::{self, Verdict};
 use crate::request::RequestView;
 use crate::routes::{AuthMode, Route};
 use crate::runtime::Runtime;
 use crate::session::SessionRecord;
+use crate::telemetry::{self, metrics};
 use http::StatusCode;
 use std::sync::Arc;
 
@@ -16,13 +24,20 @@ pub enum Decision {
         route: Arc<Route>,
         identity: Option<Arc<SessionRecord>>,
     },
-    /// Not logged in, and a browser: send it to log in with `provider`.
-    Login { route: Arc<Route>, provider: String },
+    /// Not logged in (or not with MFA), and a browser: send it to log in with `provider`.
+    Login {
+        route: Arc<Route>,
+        provider: String,
+        /// Log in again asking for multi-factor authentication.
+        step_up: bool,
+    },
     /// Answer with an error; `reason` is safe to show and to log.
     Deny {
         status: StatusCode,
         reason: &'static str,
         route: Option<Arc<Route>>,
+        /// A `WWW-Authenticate` value beyond the plain `Bearer` challenge (token errors).
+        challenge: Option<String>,
     },
 }
 
@@ -34,6 +49,7 @@ impl Decision {
                 identity: Some(_), ..
             } => "allow",
             Decision::Forward { identity: None, .. } => "anonymous",
+            Decision::Login { step_up: true, .. } => "step_up",
             Decision::Login { .. } => "login",
             Decision::Deny { status, .. } if *status == StatusCode::UNAUTHORIZED => {
                 "unauthenticated"
@@ -42,16 +58,70 @@ impl Decision {
             Decision::Deny { .. } => "error",
         }
     }
+
+    pub fn route(&self) -> Option<&Arc<Route>> {
+        match self {
+            Decision::Forward { route, .. } | Decision::Login { route, .. } => Some(route),
+            Decision::Deny { route, .. } => route.as_ref(),
+        }
+    }
+
+    fn deny(status: StatusCode, reason: &'static str, route: Arc<Route>) -> Decision {
+        Decision::Deny {
+            status,
+            reason,
+            route: Some(route),
+            challenge: None,
+        }
+    }
 }
 
-/// What the session lookup found for a request.
+/// What the original request carried besides its method, host and path: credentials and
+/// the browser's cross-site signals. Borrowed from wherever the request arrived.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Presented<'a> {
+    pub cookie: Option<&'a str>,
+    pub authorization: Option<&'a str>,
+    pub origin: Option<&'a str>,
+    pub fetch_site: Option<&'a str>,
+}
+
+/// Who the request turned out to be, after the I/O of authentication.
 #[derive(Debug)]
-pub enum SessionLookup {
-    /// The route does not look at sessions, or the request carries none.
-    None,
-    Found(Arc<SessionRecord>),
-    /// The store could not answer (and the session was not cached).
+pub enum Authenticated {
+    /// No credentials, or none that count on this route.
+    Nobody,
+    Session(Arc<SessionRecord>),
+    Bearer(Arc<SessionRecord>),
+    /// A Bearer token was presented and refused.
+    BadToken(BearerError),
+    /// The session store could not answer (and the session was not cached).
     Unavailable,
+}
+
+/// Decides a request: routes it, authenticates it, applies CSRF and the route's policy.
+/// Counts the decision and writes the `access_denied` audit event for refusals.
+pub async fn decide(rt: &Runtime, view: &RequestView, presented: &Presented<'_>) -> Decision {
+    let route = match route(rt, view) {
+        Ok(route) => route,
+        Err(denied) => return denied,
+    };
+    if route.auth == AuthMode::None {
+        return Decision::Forward {
+            route,
+            identity: None,
+        };
+    }
+    let who = authenticate(rt, &route, view, presented).await;
+    let decision = authorize(route, view, presented, who);
+    if let Some(route) = decision.route() {
+        if route.auth != AuthMode::None {
+            metrics::AUTH_DECISIONS
+                .with_label_values(&[&route.name, decision.label()])
+                .inc();
+        }
+    }
+    decision
 }
 
 /// The route for a request, or the answer when there is none.
@@ -61,55 +131,293 @@ pub fn route(rt: &Runtime, req: &RequestView) -> Result<Arc<Route>, Decision> {
             status: StatusCode::NOT_FOUND,
             reason: "no route for this host and path",
             route: None,
+            challenge: None,
         });
     };
     if req.websocket && !route.websocket {
-        return Err(Decision::Deny {
-            status: StatusCode::FORBIDDEN,
-            reason: "WebSocket upgrades are disabled on this route",
-            route: Some(Arc::clone(route)),
-        });
+        return Err(Decision::deny(
+            StatusCode::FORBIDDEN,
+            "WebSocket upgrades are disabled on this route",
+            Arc::clone(route),
+        ));
     }
     Ok(Arc::clone(route))
 }
 
-/// Decides a routed request given its session.
-pub fn authorize(route: Arc<Route>, req: &RequestView, session: SessionLookup) -> Decision {
-    // A session from another provider does not count on this route.
-    let identity = match session {
-        SessionLookup::Found(s) if route.provider.as_deref() == Some(s.provider.as_str()) => {
-            Some(s)
-        }
-        SessionLookup::Unavailable if route.auth == AuthMode::Required => {
-            return Decision::Deny {
-                status: StatusCode::SERVICE_UNAVAILABLE,
-                reason: "sessions are temporarily unavailable",
-                route: Some(route),
-            }
-        }
-        _ => None,
+/// Finds who sent the request: a Bearer token on `bearer: true` routes, else the session
+/// cookie. Public paths look at nothing.
+async fn authenticate(
+    rt: &Runtime,
+    route: &Route,
+    view: &RequestView,
+    presented: &Presented<'_>,
+) -> Authenticated {
+    let (Some(auth), Some(provider)) = (rt.auth.as_ref(), route.provider.as_deref()) else {
+        return Authenticated::Nobody;
     };
-    match (route.auth, identity) {
-        (AuthMode::None, _) => Decision::Forward {
+    if route.is_public(&view.path) {
+        return Authenticated::Nobody;
+    }
+    if route.bearer {
+        if let Some(token) = bearer_token(presented.authorization) {
+            return match auth.bearer(provider, token).await {
+                Ok(record) => Authenticated::Bearer(record),
+                Err(e) => Authenticated::BadToken(e),
+            };
+        }
+    }
+    match auth.session(presented.cookie).await {
+        // A session from another provider does not count on this route.
+        Ok(Some(s)) if s.provider == provider => Authenticated::Session(s),
+        Ok(_) => Authenticated::Nobody,
+        Err(_) => Authenticated::Unavailable,
+    }
+}
+
+/// Decides a routed request given who sent it. Pure: no I/O.
+pub fn authorize(
+    route: Arc<Route>,
+    view: &RequestView,
+    presented: &Presented<'_>,
+    who: Authenticated,
+) -> Decision {
+    if route.auth == AuthMode::None || route.is_public(&view.path) {
+        return Decision::Forward {
             route,
             identity: None,
-        },
-        (AuthMode::Optional, identity) => Decision::Forward { route, identity },
-        (AuthMode::Required, Some(identity)) => Decision::Forward {
+        };
+    }
+    let required = route.auth == AuthMode::Required;
+    let (identity, by_cookie) = match who {
+        Authenticated::Session(s) => (s, true),
+        Authenticated::Bearer(s) => (s, false),
+        Authenticated::BadToken(e) => {
+            denied(&route, view, None, &format!("bearer token refused: {e}"));
+            return Decision::Deny {
+                status: StatusCode::UNAUTHORIZED,
+                reason: "invalid bearer token",
+                route: Some(route),
+                challenge: Some(format!(
+                    "Bearer error=\"invalid_token\", error_description=\"{e}\""
+                )),
+            };
+        }
+        Authenticated::Unavailable if required => {
+            return Decision::deny(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "sessions are temporarily unavailable",
+                route,
+            )
+        }
+        Authenticated::Nobody | Authenticated::Unavailable if required => {
+            return login_or_401(route, view, false)
+        }
+        Authenticated::Nobody | Authenticated::Unavailable => {
+            return Decision::Forward {
+                route,
+                identity: None,
+            }
+        }
+    };
+    // Cookies ride along on cross-site requests; Bearer tokens do not.
+    if by_cookie && route.csrf {
+        if let Some(why) = cross_site(view, presented) {
+            denied(&route, view, Some(&identity), why);
+            return Decision::deny(StatusCode::FORBIDDEN, "cross-site request refused", route);
+        }
+    }
+    if !by_cookie && !route.scopes.is_empty() {
+        let granted: Vec<&str> = token_scopes(&identity).collect();
+        if let Some(missing) = route.scopes.iter().find(|s| !granted.contains(&s.as_str())) {
+            denied(
+                &route,
+                view,
+                Some(&identity),
+                &format!("bearer token lacks scope {missing}"),
+            );
+            let wanted = route.scopes.join(" ");
+            return Decision::Deny {
+                status: StatusCode::FORBIDDEN,
+                reason: "insufficient scope",
+                route: Some(route),
+                challenge: Some(format!(
+                    "Bearer error=\"insufficient_scope\", scope=\"{wanted}\""
+                )),
+            };
+        }
+    }
+    if !required || route.policy.is_open() {
+        return Decision::Forward {
+            route,
+            identity: Some(identity),
+        };
+    }
+    let cx = policy::Context {
+        method: &view.method,
+        client_ip: view.client_ip,
+    };
+    match route.policy.evaluate(&identity, cx) {
+        Verdict::Allow => Decision::Forward {
             route,
             identity: Some(identity),
         },
-        (AuthMode::Required, None) => {
-            let browser = req.wants_html
-                && (req.method == http::Method::GET || req.method == http::Method::HEAD);
-            match (browser, route.provider.clone()) {
-                (true, Some(provider)) => Decision::Login { route, provider },
-                _ => Decision::Deny {
-                    status: StatusCode::UNAUTHORIZED,
-                    reason: "unauthenticated",
-                    route: Some(route),
-                },
-            }
+        Verdict::StepUp if by_cookie && !identity.stepped_up && browser(view) => {
+            login_or_401(route, view, true)
         }
+        Verdict::StepUp => {
+            denied(
+                &route,
+                view,
+                Some(&identity),
+                "multi-factor authentication required",
+            );
+            Decision::deny(
+                StatusCode::FORBIDDEN,
+                "multi-factor authentication required",
+                route,
+            )
+        }
+        Verdict::Deny(why) => {
+            denied(&route, view, Some(&identity), &why);
+            Decision::deny(StatusCode::FORBIDDEN, "access denied", route)
+        }
+    }
+}
+
+/// A browser navigation: redirects make sense; anything else gets status codes.
+fn browser(view: &RequestView) -> bool {
+    view.wants_html && (view.method == http::Method::GET || view.method == http::Method::HEAD)
+}
+
+fn login_or_401(route: Arc<Route>, view: &RequestView, step_up: bool) -> Decision {
+    match (browser(view), route.provider.clone()) {
+        (true, Some(provider)) => Decision::Login {
+            route,
+            provider,
+            step_up,
+        },
+        _ => Decision::deny(StatusCode::UNAUTHORIZED, "unauthenticated", route),
+    }
+}
+
+/// Why a cookie-authenticated request looks cross-site, if it does (SPEC §5): an unsafe
+/// method (or a WebSocket handshake) with `Sec-Fetch-Site: cross-site`, or with an `Origin`
+/// other than the route's own.
+fn cross_site(view: &RequestView, presented: &Presented<'_>) -> Option<&'static str> {
+    let safe = matches!(
+        view.method,
+        http::Method::GET | http::Method::HEAD | http::Method::OPTIONS | http::Method::TRACE
+    );
+    if safe && !view.websocket {
+        return None;
+    }
+    if presented
+        .fetch_site
+        .is_some_and(|s| s.trim().eq_ignore_ascii_case("cross-site"))
+    {
+        return Some("cross-site request (Sec-Fetch-Site: cross-site)");
+    }
+    match presented.origin {
+        Some(origin) if !same_origin(origin, view) => Some("cross-origin request (Origin)"),
+        _ => None,
+    }
+}
+
+/// Whether an `Origin` value names the origin the request was addressed to.
+fn same_origin(origin: &str, view: &RequestView) -> bool {
+    let scheme = if view.tls { "https" } else { "http" };
+    let Some(rest) = origin
+        .trim()
+        .get(..scheme.len() + 3)
+        .filter(|p| p.eq_ignore_ascii_case(&format!("{scheme}://")))
+        .map(|_| &origin.trim()[scheme.len() + 3..])
+    else {
+        return false;
+    };
+    let default_port = if view.tls { "443" } else { "80" };
+    let port_of = |authority: &str| -> Option<String> {
+        let after_host = match authority.strip_prefix('[') {
+            Some(v6) => v6.split_once(']').map(|(_, p)| p)?,
+            None => authority.rsplit_once(':').map_or("", |(_, p)| p),
+        };
+        let port = after_host.trim_start_matches(':');
+        Some(if port.is_empty() { default_port } else { port }.to_string())
+    };
+    let Ok(host) = crate::request::parse_host(rest) else {
+        return false;
+    };
+    host == view.host && port_of(rest) == port_of(&view.authority)
+}
+
+/// The `access_denied` audit event.
+fn denied(route: &Route, view: &RequestView, who: Option<&SessionRecord>, reason: &str) {
+    telemetry::audit(
+        "access_denied",
+        serde_json::json!({
+            "user": who.map(|w| w.user.as_str()),
+            "session": who.filter(|w| w.expires_at > 0 && w.created_at > 0).map(|w| w.sid.fingerprint()),
+            "client_ip": view.client_ip.map(|ip| ip.to_string()),
+            "route": &*route.name,
+            "method": view.method.as_str(),
+            "host": view.host,
+            "path": view.path,
+            "reason": reason,
+        }),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(method: http::Method, tls: bool, authority: &str) -> RequestView {
+        RequestView {
+            method,
+            tls,
+            host: crate::request::parse_host(authority).unwrap(),
+            authority: authority.to_string(),
+            path: "/".into(),
+            query: None,
+            client_ip: None,
+            wants_html: false,
+            websocket: false,
+        }
+    }
+
+    #[test]
+    fn origins() {
+        let v = view(http::Method::POST, false, "app.example.com:8080");
+        assert!(same_origin("http://app.example.com:8080", &v));
+        assert!(same_origin("HTTP://App.Example.com:8080", &v));
+        assert!(!same_origin("http://app.example.com", &v));
+        assert!(!same_origin("https://app.example.com:8080", &v));
+        assert!(!same_origin("http://evil.com:8080", &v));
+        assert!(!same_origin("http://app.example.com.evil.com:8080", &v));
+        assert!(!same_origin("null", &v));
+        assert!(!same_origin("", &v));
+        let v = view(http::Method::POST, true, "app.example.com");
+        assert!(same_origin("https://app.example.com", &v));
+        assert!(same_origin("https://app.example.com:443", &v));
+        assert!(!same_origin("http://app.example.com", &v));
+    }
+
+    #[test]
+    fn csrf_signals() {
+        let post = view(http::Method::POST, false, "app:80");
+        let p = |origin: Option<&'static str>, site: Option<&'static str>| Presented {
+            origin,
+            fetch_site: site,
+            ..Presented::default()
+        };
+        assert!(cross_site(&post, &p(None, None)).is_none());
+        assert!(cross_site(&post, &p(Some("http://app"), Some("same-origin"))).is_none());
+        assert!(cross_site(&post, &p(None, Some("cross-site"))).is_some());
+        assert!(cross_site(&post, &p(Some("http://evil"), None)).is_some());
+        assert!(cross_site(&post, &p(Some("null"), None)).is_some());
+        let get = view(http::Method::GET, false, "app");
+        assert!(cross_site(&get, &p(Some("http://evil"), Some("cross-site"))).is_none());
+        let mut ws = get.clone();
+        ws.websocket = true;
+        assert!(cross_site(&ws, &p(Some("http://evil"), None)).is_some());
     }
 }

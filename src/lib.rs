@@ -13,6 +13,7 @@ pub mod headers;
 pub mod io;
 pub mod oidc;
 pub mod path;
+pub mod policy;
 pub mod redirect;
 pub mod request;
 pub mod routes;

@@ -13,6 +13,8 @@ pub struct RequestView {
     pub tls: bool,
     /// Lower-case, without port or trailing dot; empty when the request named no host.
     pub host: String,
+    /// `host[:port]` as the client sent it (the origin check needs the port).
+    pub authority: String,
     /// The normalised path (see [`crate::path::normalize`]).
     pub path: String,
     pub query: Option<String>,

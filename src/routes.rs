@@ -4,6 +4,7 @@
 
 use crate::headers::RouteHeaders;
 use crate::path::under_prefix;
+use crate::policy::Policy;
 use crate::upstream::Upstream;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -32,6 +33,16 @@ pub struct Route {
     pub provider: Option<String>,
     pub websocket: bool,
     pub headers: RouteHeaders,
+    /// Normalised prefixes under which no login is needed.
+    pub public_paths: Vec<String>,
+    /// `allow` / `deny`, compiled.
+    pub policy: Policy,
+    /// Whether `Authorization: Bearer` JWTs from the route's provider are accepted.
+    pub bearer: bool,
+    /// Scopes every Bearer token must carry.
+    pub scopes: Vec<String>,
+    /// Whether cookie-authenticated unsafe-method requests must come from the route's origin.
+    pub csrf: bool,
     /// This route's metric series, looked up once at load instead of per request.
     pub metrics: RouteMetrics,
 }
@@ -44,6 +55,13 @@ pub struct RouteMetrics {
     /// `portcullis_requests_total{status="200"}`, the common case; other statuses are looked up.
     pub ok: prometheus::IntCounter,
     pub upstream_errors: prometheus::IntCounter,
+}
+
+impl Route {
+    /// Whether `path` (normalised) is under one of the route's `public_paths`.
+    pub fn is_public(&self, path: &str) -> bool {
+        self.public_paths.iter().any(|p| under_prefix(path, p))
+    }
 }
 
 impl RouteMetrics {

@@ -15,6 +15,8 @@ pub enum Upstream {
     Static(http::StatusCode),
     /// `echo://`: a description of the request as an upstream would have received it.
     Echo,
+    /// No `upstream:`: the route only answers forward-auth checks; proxied requests get 404.
+    None,
 }
 
 impl Upstream {
@@ -82,6 +84,7 @@ impl Upstream {
             Upstream::Http(h) => &h.url,
             Upstream::Static(_) => "static",
             Upstream::Echo => "echo://",
+            Upstream::None => "-",
         }
     }
 }

@@ -122,6 +122,9 @@ struct LoginState {
     provider: String,
     rd: String,
     created: u64,
+    /// A re-login asking for MFA (`allow.mfa`).
+    #[serde(default)]
+    step_up: bool,
 }
 
 pub async fn handle(auth: &Auth, req: EndpointRequest<'_>) -> Answer {
@@ -181,13 +184,17 @@ fn same_origin(a: &url::Url, b: &url::Url) -> bool {
 }
 
 /// The URL that begins a login and comes back to `rd` (used for the 302 on protected routes).
-pub fn login_url(auth: &Auth, rd: &str, provider: &str) -> String {
+/// Where a browser starts logging in; `step_up` asks the IdP for a fresh login with MFA.
+pub fn login_url(auth: &Auth, rd: &str, provider: &str, step_up: bool) -> String {
     let mut url = auth.config.public_url.clone();
     url.set_path("/.portcullis/start");
     url.query_pairs_mut()
         .clear()
         .append_pair("rd", rd)
         .append_pair("provider", provider);
+    if step_up {
+        url.query_pairs_mut().append_pair("step_up", "1");
+    }
     url.to_string()
 }
 
@@ -215,6 +222,9 @@ fn start(auth: &Auth, req: &EndpointRequest<'_>) -> Answer {
         if !provider.is_empty() {
             url.query_pairs_mut().append_pair("provider", &provider);
         }
+        if req.param("step_up").as_deref() == Some("1") {
+            url.query_pairs_mut().append_pair("step_up", "1");
+        }
         return Answer::redirect(url.to_string());
     }
     let provider = match req.param("provider").filter(|p| !p.is_empty()) {
@@ -224,7 +234,17 @@ fn start(auth: &Auth, req: &EndpointRequest<'_>) -> Answer {
     let Some(provider) = provider else {
         return Answer::error(StatusCode::BAD_REQUEST, "unknown provider", html);
     };
-    let (url, pending) = match provider.begin(&[]) {
+    // Step-up: a fresh authentication (`prompt=login`), asking for the MFA `acr` values.
+    let step_up = req.param("step_up").as_deref() == Some("1");
+    let acr_values = provider.settings.mfa_acr.join(" ");
+    let mut extra: Vec<(&str, &str)> = Vec::new();
+    if step_up {
+        extra.push(("prompt", "login"));
+        if !acr_values.is_empty() {
+            extra.push(("acr_values", &acr_values));
+        }
+    }
+    let (url, pending) = match provider.begin(&extra) {
         Ok(x) => x,
         Err(e) => {
             tracing::warn!(provider = %provider.settings.id, error = %e, "login cannot start");
@@ -240,6 +260,7 @@ fn start(auth: &Auth, req: &EndpointRequest<'_>) -> Answer {
         rd: rd.to_string(),
         created: now(auth),
         pending,
+        step_up,
     };
     let name = login_cookie_name(auth, &state.pending.state);
     let Ok(plain) = serde_json::to_vec(&state) else {
@@ -392,6 +413,7 @@ async fn callback(auth: &Auth, req: &EndpointRequest<'_>) -> Answer {
     record.groups = id.groups.clone();
     record.amr = id.amr.clone();
     record.acr = id.acr.clone();
+    record.stepped_up = login.step_up;
     let mapped = &provider.settings.claims;
     record.claims = done
         .claims
@@ -399,7 +421,7 @@ async fn callback(auth: &Auth, req: &EndpointRequest<'_>) -> Answer {
         .filter(|(k, _)| {
             !TOKEN_CLAIMS.contains(&k.as_str())
                 && ![&mapped.user, &mapped.email, &mapped.groups, &mapped.name].contains(k)
-                && !["sub", "amr", "acr", "email_verified"].contains(&k.as_str())
+                && !["sub", "amr", "acr"].contains(&k.as_str())
         })
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();

@@ -2,6 +2,7 @@
 //! built from them ([`Auth`]: store, cache, providers), and authentication of a request from
 //! its session cookie. Nothing here knows Pingora.
 
+pub mod bearer;
 pub mod endpoints;
 mod identity;
 
@@ -58,6 +59,8 @@ pub struct Auth {
     pub cache: Arc<SessionCache>,
     pub providers: HashMap<String, Arc<OidcProvider>>,
     pub clock: SharedClock,
+    /// Verified Bearer tokens.
+    tokens: bearer::TokenCache,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -120,6 +123,7 @@ impl Auth {
             cache,
             providers,
             clock,
+            tokens: bearer::TokenCache::default(),
             tasks,
         }))
     }

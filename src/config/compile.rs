@@ -104,8 +104,7 @@ pub fn compile(file: schema::File, source: &Path) -> Result<Runtime, Problems> {
         })
         .collect();
 
-    let provider_ids: Vec<String> = file.providers.iter().map(|pr| pr.id.clone()).collect();
-    let routes = routes(&file, base, &timeouts, &provider_ids, &mut p);
+    let routes = routes(&file, base, &timeouts, &mut p);
     let hosts: Vec<HostPattern> = routes.iter().map(|r| r.host.clone()).collect();
     let auth_config = super::compile_auth::compile_auth(&file, &hosts, base, &mut p);
 
@@ -414,9 +413,9 @@ fn routes(
     file: &schema::File,
     base: &Path,
     timeouts: &UpstreamTimeouts,
-    providers: &[String],
     p: &mut Problems,
 ) -> Vec<Route> {
+    let providers: Vec<String> = file.providers.iter().map(|pr| pr.id.clone()).collect();
     if file.routes.is_empty() {
         p.add(
             "routes",
@@ -438,18 +437,16 @@ fn routes(
             format!("{key}.path"),
             route_path(r.path.as_deref().unwrap_or("/")),
         );
-        let upstream = if r.upstream.is_empty() {
-            p.add(
-                format!("{key}.upstream"),
-                "an upstream is required (http://, https://, static://CODE or echo://)",
-            );
-            None
-        } else {
-            note(
-                p,
-                format!("{key}.upstream"),
-                Upstream::parse(&r.upstream, timeouts),
-            )
+        let upstream = match r.upstream.as_deref() {
+            None => Some(Upstream::None),
+            Some("") => {
+                p.add(
+                    format!("{key}.upstream"),
+                    "an empty upstream: give http://, https://, static://CODE or echo://, or leave the key out for a forward-auth-only route",
+                );
+                None
+            }
+            Some(u) => note(p, format!("{key}.upstream"), Upstream::parse(u, timeouts)),
         };
         let default_auth = if providers.is_empty() {
             "none"
@@ -526,6 +523,44 @@ fn routes(
                 "also given in headers.add: keep one",
             );
         }
+        let mfa = super::compile_policy::mfa_settings(
+            provider
+                .as_ref()
+                .and_then(|id| file.providers.iter().find(|pr| pr.id == *id)),
+        );
+        let policy = super::compile_policy::policy(r, &key, mfa, p);
+        let public_paths = super::compile_policy::public_paths(r, &key, p);
+        if let Some(mode) = auth.filter(|a| *a != AuthMode::Required) {
+            let word = if mode == AuthMode::None {
+                "none"
+            } else {
+                "optional"
+            };
+            for (given, what) in [
+                (r.allow.is_some(), "allow"),
+                (r.deny.is_some(), "deny"),
+                (!r.public_paths.is_empty(), "public_paths"),
+            ] {
+                if given {
+                    p.add(
+                        format!("{key}.{what}"),
+                        format!("{what} applies to routes with auth: required, and this route has auth: {word}"),
+                    );
+                }
+            }
+            if r.bearer && mode == AuthMode::None {
+                p.add(
+                    format!("{key}.bearer"),
+                    "bearer tokens need a provider: this route has auth: none",
+                );
+            }
+        }
+        if !r.scopes.is_empty() && !r.bearer {
+            p.add(
+                format!("{key}.scopes"),
+                "scopes apply to Bearer tokens: set bearer: true as well",
+            );
+        }
         let (Some(host), Some(path), Some(upstream), Some(auth)) = (host, path, upstream, auth)
         else {
             continue;
@@ -555,6 +590,11 @@ fn routes(
             provider,
             websocket: r.websocket.unwrap_or(true),
             headers,
+            public_paths,
+            policy,
+            bearer: r.bearer,
+            scopes: r.scopes.clone(),
+            csrf: r.csrf.unwrap_or(true),
         });
     }
     out

@@ -165,6 +165,7 @@ pub fn compile_auth(
             )
                 .hash(&mut fp);
             (&settings.extra_auth_params, &settings.redirect_uri).hash(&mut fp);
+            (&settings.audiences, &settings.mfa_acr).hash(&mut fp);
             let cn = &settings.claims;
             (&cn.user, &cn.email, &cn.groups, &cn.name).hash(&mut fp);
             providers.push(settings);
@@ -405,5 +406,12 @@ fn provider(
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
         redirect_uri: redirect.to_string(),
+        audiences: pr
+            .audience
+            .as_ref()
+            .map(|a| a.to_vec())
+            .filter(|a| !a.is_empty())
+            .unwrap_or_else(|| vec![pr.client_id.clone()]),
+        mfa_acr: pr.mfa.acr.clone(),
     })
 }

@@ -181,13 +181,94 @@ pub struct Route {
     /// Exact host or `*.example.com`; absent means any host.
     pub host: Option<String>,
     pub path: Option<String>,
-    pub upstream: String,
+    /// Absent for routes that only answer forward-auth checks.
+    pub upstream: Option<String>,
     /// `required`, `optional` or `none`; default `required` when providers exist.
     pub auth: Option<String>,
     /// The `providers[].id` to log in with; default the first provider.
     pub provider: Option<String>,
     pub websocket: Option<bool>,
     pub headers: RouteHeaders,
+    /// Prefixes under which no login is needed (matched on the normalised path).
+    pub public_paths: Vec<String>,
+    /// Who may pass: one rule, or a list of rules of which any may match.
+    pub allow: Option<Rules>,
+    /// Who may not pass, checked before `allow`.
+    pub deny: Option<Rules>,
+    /// Accept `Authorization: Bearer` JWTs signed by the route's provider.
+    pub bearer: bool,
+    /// Scopes a Bearer token must carry, all of them.
+    pub scopes: Vec<String>,
+    /// Refuse cross-site unsafe-method requests authenticated by the session cookie.
+    pub csrf: Option<bool>,
+}
+
+/// `allow:`/`deny:` accept a single rule or a list of rules. Not `untagged`: that would hide
+/// unknown keys inside a rule behind "did not match any variant".
+#[derive(Debug)]
+pub enum Rules {
+    One(Rule),
+    Many(Vec<Rule>),
+}
+
+impl Rules {
+    pub fn as_slice(&self) -> &[Rule] {
+        match self {
+            Rules::One(r) => std::slice::from_ref(r),
+            Rules::Many(v) => v,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Rules {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Rules;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a rule (a map such as { groups: [staff] }) or a list of rules")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Rules, A::Error> {
+                Rule::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(Rules::One)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<Rules, A::Error> {
+                Vec::<Rule>::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))
+                    .map(Rules::Many)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// One policy rule: every key given must match; within a key, any listed value.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Rule {
+    pub users: Option<Vec<String>>,
+    pub emails: Option<Vec<String>>,
+    pub email_domains: Option<Vec<String>>,
+    pub groups: Option<Vec<String>>,
+    pub claims: Option<BTreeMap<String, StringOrList>>,
+    pub networks: Option<Vec<String>>,
+    pub methods: Option<Vec<String>>,
+    pub mfa: Option<bool>,
+}
+
+/// A value written either as `x` or as `[x, y]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum StringOrList {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl StringOrList {
+    pub fn to_vec(&self) -> Vec<String> {
+        match self {
+            StringOrList::One(s) => vec![s.clone()],
+            StringOrList::Many(v) => v.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -286,6 +367,19 @@ pub struct Provider {
     pub scopes: Option<Vec<String>>,
     pub claims: Claims,
     pub extra_auth_params: BTreeMap<String, String>,
+    /// Audiences accepted in Bearer tokens from this provider (default: `client_id`).
+    pub audience: Option<StringOrList>,
+    /// What counts as multi-factor authentication for `allow.mfa`.
+    pub mfa: Mfa,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Mfa {
+    /// `amr` values that mean a second factor was used (default: RFC 8176 MFA methods).
+    pub amr: Option<Vec<String>>,
+    /// `acr` values that mean MFA; also sent as `acr_values` when stepping up.
+    pub acr: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

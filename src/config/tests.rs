@@ -52,18 +52,85 @@ fn every_unknown_key_is_reported_with_its_place() {
 
 #[test]
 fn keys_of_later_capabilities_say_so() {
-    let errs = errors(
-        "rate_limits:\n  - name: x\nroutes:\n  - upstream: echo://\n    allow: { groups: [x] }\n",
-    );
+    let errs =
+        errors("rate_limits:\n  - name: x\nroutes:\n  - upstream: echo://\n    rate_limit: [x]\n");
     assert_eq!(errs.len(), 2);
     assert!(
         errs[0].starts_with("/etc/portcullis/test.yaml:1:1: rate_limits: not supported"),
         "{errs:?}"
     );
     assert!(
-        errs[1].contains(":5:5: routes[0].allow: not supported"),
+        errs[1].contains(":5:5: routes[0].rate_limit: not supported"),
         "{errs:?}"
     );
+}
+
+const WITH_PROVIDER: &str = "session:\n  secrets: [\"MDEyMzQ1Njc4OTAxMjM0NTY3ODkwMTIzNDU2Nzg5MDE=\"]\nserver:\n  public_url: http://auth.example.com\nproviders:\n  - id: corp\n    type: oidc\n    issuer: http://idp.example.com\n    client_id: p\n    client_secret: s\n";
+
+#[test]
+fn policies_compile_in_both_forms() {
+    let rt = load(&format!(
+        "{WITH_PROVIDER}routes:\n  - upstream: echo://\n    public_paths: [/static/, /healthz]\n    allow:\n      - {{ groups: [staff], mfa: true }}\n      - {{ emails: [Boss@Example.com], networks: [10.0.0.0/8], methods: [get] }}\n    deny: {{ email_domains: [\"@contractor.test\"], claims: {{ dept: [x, y], level: z }} }}\n    bearer: true\n    scopes: [orders:read]\n    csrf: false\n"
+    ))
+    .unwrap();
+    let r = &rt.routes.routes()[0];
+    assert_eq!(r.policy.allow.len(), 2);
+    assert!(r.policy.allow[0].mfa);
+    assert_eq!(
+        r.policy.allow[1].emails.as_deref(),
+        Some(&["boss@example.com".to_string()][..])
+    );
+    assert_eq!(
+        r.policy.allow[1].methods.as_deref(),
+        Some(&[http::Method::GET][..])
+    );
+    assert_eq!(
+        r.policy.deny[0].email_domains.as_deref(),
+        Some(&["contractor.test".to_string()][..])
+    );
+    assert_eq!(r.policy.deny[0].claims.len(), 2);
+    assert!(r.is_public("/static/app.js") && r.is_public("/healthz") && !r.is_public("/healthzz"));
+    assert!(r.bearer && !r.csrf);
+    assert_eq!(r.scopes, ["orders:read"]);
+    assert!(r.policy.mfa.amr.contains(&"otp".to_string()));
+}
+
+#[test]
+fn policy_mistakes_are_reported_where_they_are() {
+    let errs = errors(&format!(
+        "{WITH_PROVIDER}routes:\n  - upstream: echo://\n    allow: {{ groups: [], nets: [x] }}\n  - upstream: echo://\n    path: /b\n    allow:\n      - {{ networks: [10.0.0.0/33], methods: [\"G ET\"] }}\n      - {{ email_domains: [a@b.com], emails: [\"\\\"x@y\\\"@z.com\"] }}\n      - {{}}\n    public_paths: [/a/../b]\n  - upstream: echo://\n    path: /c\n    auth: none\n    deny: {{ users: [x] }}\n    scopes: [a]\n"
+    ));
+    let want = [
+        "routes[0].allow.nets: unknown key",
+        "routes[0].allow.groups: an empty list never matches",
+        "routes[1].allow[0].networks[0]: invalid network",
+        "routes[1].allow[0].methods[0]:",
+        "routes[1].allow[1].email_domains[0]:",
+        "routes[1].allow[1].emails[0]:",
+        "routes[1].allow[2]: a rule with no criteria",
+        "routes[1].public_paths[0]: public path \"/a/../b\" is not in normal form",
+        "routes[2].deny: deny applies to routes with auth: required",
+        "routes[2].scopes: scopes apply to Bearer tokens",
+    ];
+    for w in want {
+        assert!(
+            errs.iter().any(|e| e.contains(w)),
+            "missing {w:?} in {errs:#?}"
+        );
+    }
+    assert_eq!(errs.len(), want.len(), "{errs:#?}");
+}
+
+#[test]
+fn a_route_without_upstream_serves_forward_auth_only() {
+    let rt = load(&format!(
+        "{WITH_PROVIDER}routes:\n  - host: app.example.com\n"
+    ))
+    .unwrap();
+    assert!(matches!(
+        rt.routes.routes()[0].upstream,
+        crate::upstream::Upstream::None
+    ));
 }
 
 #[test]

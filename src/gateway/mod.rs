@@ -2,14 +2,14 @@
 //! [`decide`](crate::decision::decide), and turns the [`Decision`] into a proxied request or a
 //! response of our own. No policy lives here.
 
+mod forward_auth;
 mod forwarded;
 pub mod respond;
 
 use crate::auth::endpoints::{self, login_url, Answer, EndpointRequest};
 use crate::auth::render_identity_headers;
-use crate::decision::{self, Decision, SessionLookup};
+use crate::decision::{self, Decision, Presented};
 use crate::request::{self, BadRequest, RequestView};
-use crate::routes::AuthMode;
 use crate::routes::Route;
 use crate::runtime::Runtime;
 use crate::telemetry::{self, metrics};
@@ -116,6 +116,7 @@ impl ProxyHttp for Gateway {
             return deny(session, ctx, status, reason, wants_html).await;
         }
 
+        let envoy = forward_auth::envoy_target(session.req_header());
         let view = match build_view(session, ctx, wants_html) {
             Ok(v) => v,
             Err(bad) => {
@@ -151,33 +152,23 @@ impl ProxyHttp for Gateway {
             }
         }
 
+        if envoy.is_some() || view.path == "/.portcullis/auth" {
+            return forward_auth::handle(session, ctx, &view, envoy).await;
+        }
         if let Some(endpoint) = view.path.strip_prefix("/.portcullis/") {
             return self.own_endpoint(session, ctx, &view, endpoint).await;
         }
 
-        let route = match decision::route(&rt, &view) {
-            Ok(route) => route,
-            Err(denied) => return self.answer(session, ctx, &view, denied).await,
+        let req = session.req_header();
+        let cookies = cookie_header(req);
+        let presented = Presented {
+            cookie: cookies.as_deref(),
+            authorization: header_str(req, &http::header::AUTHORIZATION),
+            origin: header_str(req, &http::header::ORIGIN),
+            fetch_site: header_str(req, &SEC_FETCH_SITE),
         };
-        let lookup = match (&route.auth, &rt.auth) {
-            (AuthMode::None, _) | (_, None) => SessionLookup::None,
-            (_, Some(auth)) => {
-                let cookies = cookie_header(session.req_header());
-                match auth.session(cookies.as_deref()).await {
-                    Ok(Some(record)) => SessionLookup::Found(record),
-                    Ok(None) => SessionLookup::None,
-                    Err(_) => SessionLookup::Unavailable,
-                }
-            }
-        };
-        let decision = decision::authorize(route, &view, lookup);
-        if let Some(route) = decision_route(&decision) {
-            if route.auth != AuthMode::None {
-                metrics::AUTH_DECISIONS
-                    .with_label_values(&[&route.name, decision.label()])
-                    .inc();
-            }
-        }
+        let decision = decision::decide(&rt, &view, &presented).await;
+        drop(cookies);
         self.answer(session, ctx, &view, decision).await
     }
 
@@ -378,14 +369,19 @@ impl Gateway {
                 status,
                 reason,
                 route,
+                challenge,
             } => {
                 ctx.route = route;
                 // Not logged in and not a browser navigation (an API call, a form POST): the
                 // answer is for a program, whatever Accept says (SPEC §5).
                 let html = view.wants_html && status != StatusCode::UNAUTHORIZED;
-                deny(session, ctx, status, reason, html).await
+                deny_with(session, ctx, status, reason, html, challenge.as_deref()).await
             }
-            Decision::Login { route, provider } => {
+            Decision::Login {
+                route,
+                provider,
+                step_up,
+            } => {
                 ctx.route = Some(route);
                 let Some(auth) = ctx.rt.auth.clone() else {
                     return deny(
@@ -400,7 +396,7 @@ impl Gateway {
                 let rd = original_url(ctx, view);
                 let mut answer = Answer {
                     status: StatusCode::FOUND,
-                    location: Some(login_url(&auth, &rd, &provider)),
+                    location: Some(login_url(&auth, &rd, &provider, step_up)),
                     set_cookies: Vec::new(),
                     content_type: None,
                     body: bytes::Bytes::new(),
@@ -417,6 +413,16 @@ impl Gateway {
                 }
                 match &route.upstream {
                     Upstream::Http(_) => Ok(false),
+                    Upstream::None => {
+                        deny(
+                            session,
+                            ctx,
+                            StatusCode::NOT_FOUND,
+                            "this address only answers forward-auth checks",
+                            view.wants_html,
+                        )
+                        .await
+                    }
                     Upstream::Static(status) => {
                         answer_as_upstream(session, ctx, &route, *status, None, bytes::Bytes::new())
                             .await
@@ -481,6 +487,13 @@ impl Gateway {
     }
 }
 
+const SEC_FETCH_SITE: http::HeaderName = http::HeaderName::from_static("sec-fetch-site");
+
+/// A request header as text, when present and visible ASCII.
+fn header_str<'a>(req: &'a RequestHeader, name: &http::HeaderName) -> Option<&'a str> {
+    req.headers.get(name).and_then(|v| v.to_str().ok())
+}
+
 /// Every `Cookie` header of the request joined (HTTP/2 may split them).
 fn cookie_header(req: &RequestHeader) -> Option<std::borrow::Cow<'_, str>> {
     let mut values = req
@@ -518,16 +531,19 @@ fn original_url(ctx: &Ctx, view: &RequestView) -> String {
     url.to_string()
 }
 
-fn decision_route(d: &Decision) -> Option<&Arc<Route>> {
-    match d {
-        Decision::Forward { route, .. } | Decision::Login { route, .. } => Some(route),
-        Decision::Deny { route, .. } => route.as_ref(),
-    }
-}
-
 /// Writes an endpoint's answer with our own pages' headers.
 async fn write_answer(session: &mut Session, ctx: &Ctx, answer: Answer) -> Result<bool> {
-    let mut extra = Vec::new();
+    write_answer_with(session, ctx, answer, &[]).await
+}
+
+/// Like [`write_answer`], with further headers (identity headers of a forward-auth answer).
+async fn write_answer_with(
+    session: &mut Session,
+    ctx: &Ctx,
+    answer: Answer,
+    headers: &[(http::HeaderName, http::HeaderValue)],
+) -> Result<bool> {
+    let mut extra = headers.to_vec();
     if let Some(loc) = &answer.location {
         if let Ok(v) = http::HeaderValue::from_str(loc) {
             extra.push((http::header::LOCATION, v));
@@ -588,6 +604,7 @@ fn build_view(
         method: req.method.clone(),
         tls: ctx.tls,
         host,
+        authority: ctx.host_header.clone().unwrap_or_default(),
         path,
         query: req.uri.query().map(str::to_string),
         client_ip: ctx.client_ip,
@@ -604,15 +621,28 @@ async fn deny(
     reason: &str,
     html: bool,
 ) -> Result<bool> {
+    deny_with(session, ctx, status, reason, html, None).await
+}
+
+/// Writes an error page; 401 answers (and token errors) carry a `WWW-Authenticate` challenge.
+async fn deny_with(
+    session: &mut Session,
+    ctx: &Ctx,
+    status: StatusCode,
+    reason: &str,
+    html: bool,
+    challenge: Option<&str>,
+) -> Result<bool> {
     let (ct, body) = respond::error_body(status, reason, html);
-    let challenge = [(
-        http::header::WWW_AUTHENTICATE,
-        http::HeaderValue::from_static("Bearer"),
-    )];
-    let extra: &[_] = if status == StatusCode::UNAUTHORIZED {
-        &challenge
-    } else {
-        &[]
+    let value = match challenge.map(http::HeaderValue::from_str) {
+        Some(Ok(v)) => Some(v),
+        _ if status == StatusCode::UNAUTHORIZED => Some(http::HeaderValue::from_static("Bearer")),
+        _ => None,
+    };
+    let challenge = value.map(|v| [(http::header::WWW_AUTHENTICATE, v)]);
+    let extra: &[_] = match &challenge {
+        Some(c) => c,
+        None => &[],
     };
     respond::write(
         session,

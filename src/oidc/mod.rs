@@ -2,8 +2,10 @@
 //! Authorization Code + PKCE login, ID token verification, userinfo, refresh, and the
 //! RP-initiated logout URL. No HTTP handling of our own endpoints lives here.
 
+pub mod bearer;
 mod claims;
 
+pub use bearer::BearerError;
 pub use claims::{ClaimNames, Identity};
 
 use arc_swap::ArcSwapOption;
@@ -46,6 +48,10 @@ pub struct ProviderSettings {
     pub extra_auth_params: Vec<(String, String)>,
     /// `<public_url>/.portcullis/callback`.
     pub redirect_uri: String,
+    /// Audiences accepted in Bearer tokens (default: the client id).
+    pub audiences: Vec<String>,
+    /// `acr` values that mean MFA, sent as `acr_values` when stepping up.
+    pub mfa_acr: Vec<String>,
 }
 
 impl std::fmt::Debug for ProviderSettings {
@@ -127,6 +133,8 @@ pub struct Login {
 
 struct Discovered {
     client: Client,
+    /// The JWKS again, in the form Bearer tokens are verified with.
+    keys: Vec<bearer::VerifyKey>,
     end_session: Option<String>,
     userinfo: Option<String>,
     fetched: Instant,
@@ -172,6 +180,9 @@ impl OidcProvider {
             .as_ref()
             .map(|u| u.url().to_string());
         let userinfo = metadata.userinfo_endpoint().map(|u| u.url().to_string());
+        let keys = serde_json::to_value(metadata.jwks())
+            .map(|jwks| bearer::keys_from_jwks(&jwks))
+            .unwrap_or_default();
         let redirect = RedirectUrl::new(s.redirect_uri.clone())
             .map_err(|e| OidcError::Unreachable(e.to_string()))?;
         let client = CoreClient::from_provider_metadata(
@@ -182,6 +193,7 @@ impl OidcProvider {
         .set_redirect_uri(redirect);
         self.current.store(Some(Arc::new(Discovered {
             client,
+            keys,
             end_session,
             userinfo,
             fetched: Instant::now(),
@@ -358,6 +370,29 @@ impl OidcProvider {
                 "issued in the future".into(),
             ))),
             None => Ok(Err(OidcError::InvalidIdToken("no iat".into()))),
+        }
+    }
+
+    /// Verifies a JWT access token presented as `Authorization: Bearer` and returns its claims.
+    /// An unknown `kid` fetches the JWKS again (at most every `MIN_REFETCH`).
+    pub async fn verify_access_token(
+        &self,
+        token: &str,
+    ) -> Result<Map<String, Value>, BearerError> {
+        let s = &self.settings;
+        let d = self.discovered().map_err(|_| BearerError::Unavailable)?;
+        match bearer::verify(token, &d.keys, &s.issuer, &s.audiences) {
+            Ok(claims) => Ok(claims),
+            Err(Some(e)) => Err(e),
+            Err(None) if d.fetched.elapsed() < MIN_REFETCH => Err(BearerError::UnknownKey),
+            Err(None) => {
+                self.discover()
+                    .await
+                    .map_err(|_| BearerError::Unavailable)?;
+                let d = self.discovered().map_err(|_| BearerError::Unavailable)?;
+                bearer::verify(token, &d.keys, &s.issuer, &s.audiences)
+                    .map_err(|e| e.unwrap_or(BearerError::UnknownKey))
+            }
         }
     }
 

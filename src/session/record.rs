@@ -132,6 +132,10 @@ pub struct SessionRecord {
     /// record (refreshing it must not rewrite the record).
     #[serde(skip)]
     pub last_seen: u64,
+    /// Whether this session came from a step-up login (re-authentication asked for MFA), so a
+    /// step-up that still brought no MFA ends in 403 instead of another round trip.
+    #[serde(default)]
+    pub stepped_up: bool,
 }
 
 fn nil_sid() -> SessionId {
@@ -164,6 +168,7 @@ impl SessionRecord {
             created_at: 0,
             expires_at: 0,
             last_seen: 0,
+            stepped_up: false,
         }
     }
 

@@ -1,0 +1,291 @@
+//! The second front door: `/.portcullis/auth` (nginx `auth_request`, Traefik `ForwardAuth`,
+//! Caddy `forward_auth`) and `/.portcullis/auth/envoy/<path>` (Envoy `ext_authz`, HTTP).
+//! It rebuilds the *original* request from the headers the front proxy sets, asks the same
+//! [`decide`](crate::decision::decide) as the proxy, and answers in the form each front proxy
+//! understands. Those headers are believed only from `server.trusted_proxies`.
+
+use super::{cookie_header, deny, header_str, write_answer, Ctx, SEC_FETCH_SITE};
+use crate::auth::endpoints::{login_url, Answer};
+use crate::auth::render_identity_headers;
+use crate::decision::{self, Decision, Presented};
+use crate::request::{self, RequestView};
+use http::{HeaderName, StatusCode};
+use pingora::proxy::Session;
+use pingora::Result;
+use std::sync::Arc;
+
+const X_FORWARDED_METHOD: HeaderName = HeaderName::from_static("x-forwarded-method");
+const X_FORWARDED_URI: HeaderName = HeaderName::from_static("x-forwarded-uri");
+const X_ORIGINAL_URL: HeaderName = HeaderName::from_static("x-original-url");
+const X_ORIGINAL_METHOD: HeaderName = HeaderName::from_static("x-original-method");
+
+/// How the front proxy wants "log in first" said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flavor {
+    /// Traefik, Caddy, Envoy: the answer goes to the browser as is, so a 302 works.
+    Redirect,
+    /// nginx `auth_request` understands only 2xx, 401 and 403: 401 carrying `Location`.
+    Nginx,
+}
+
+/// The original request, as the front proxy described it.
+struct Original {
+    view: RequestView,
+    /// `scheme://authority/path?query`, the return URL after login.
+    url: String,
+    flavor: Flavor,
+}
+
+/// The original target of an Envoy check, read from the raw request path before it is
+/// normalised (normalising `/.portcullis/auth/envoy/../x` would climb out of the prefix).
+pub(super) fn envoy_target(req: &pingora::http::RequestHeader) -> Option<String> {
+    let rest = req.uri.path().strip_prefix("/.portcullis/auth/envoy")?;
+    if !rest.is_empty() && !rest.starts_with('/') {
+        return None;
+    }
+    let mut target = if rest.is_empty() {
+        "/".to_string()
+    } else {
+        rest.to_string()
+    };
+    if let Some(q) = req.uri.query() {
+        target.push('?');
+        target.push_str(q);
+    }
+    Some(target)
+}
+
+/// Answers a forward-auth check; `envoy` is the original target for Envoy's form.
+pub(super) async fn handle(
+    session: &mut Session,
+    ctx: &mut Ctx,
+    auth_view: &RequestView,
+    envoy: Option<String>,
+) -> Result<bool> {
+    let html = auth_view.wants_html;
+    if !ctx.peer_trusted {
+        crate::telemetry::audit(
+            "access_denied",
+            serde_json::json!({
+                "client_ip": ctx.peer_ip.map(|ip| ip.to_string()),
+                "route": "forward-auth",
+                "reason": "forward-auth request from a peer not in server.trusted_proxies",
+            }),
+        );
+        return deny(
+            session,
+            ctx,
+            StatusCode::FORBIDDEN,
+            "forward-auth requests are accepted only from trusted proxies",
+            html,
+        )
+        .await;
+    }
+    let original = match original_request(session, ctx, auth_view, envoy) {
+        Ok(o) => o,
+        Err(reason) => {
+            return deny(session, ctx, StatusCode::BAD_REQUEST, reason, html).await;
+        }
+    };
+    let rt = Arc::clone(&ctx.rt);
+    let req = session.req_header();
+    let cookies = cookie_header(req);
+    let presented = Presented {
+        cookie: cookies.as_deref(),
+        authorization: header_str(req, &http::header::AUTHORIZATION),
+        origin: header_str(req, &http::header::ORIGIN),
+        fetch_site: header_str(req, &SEC_FETCH_SITE),
+    };
+    let decision = decision::decide(&rt, &original.view, &presented).await;
+    drop(cookies);
+    answer(session, ctx, &original, decision).await
+}
+
+/// Reads the original method, scheme, host and target from the forward-auth request.
+fn original_request(
+    session: &Session,
+    ctx: &Ctx,
+    auth_view: &RequestView,
+    envoy: Option<String>,
+) -> std::result::Result<Original, &'static str> {
+    let req = session.req_header();
+    let h = |name: &HeaderName| {
+        header_str(req, name)
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+    };
+    let nginx_param = auth_view.query.as_deref().is_some_and(|q| {
+        url::form_urlencoded::parse(q.as_bytes()).any(|(k, v)| k == "mode" && v == "nginx")
+    });
+
+    let (method, scheme, authority, target, flavor) = if let Some(target) = envoy {
+        // Envoy keeps the original method and Host, and appends the original target.
+        let scheme = if ctx.tls { "https" } else { "http" };
+        (
+            req.method.as_str().to_string(),
+            scheme.to_string(),
+            auth_view.authority.clone(),
+            target,
+            Flavor::Redirect,
+        )
+    } else if let Some(original_url) = h(&X_ORIGINAL_URL) {
+        let url =
+            url::Url::parse(original_url).map_err(|_| "X-Original-URL is not an absolute URL")?;
+        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+            return Err("X-Original-URL must be an http(s) URL with a host");
+        }
+        // The raw target as sent, not `url`'s re-encoding: normalisation below must see what
+        // the app will see.
+        let after_scheme = &original_url[url.scheme().len() + 3..];
+        let (authority, target) = match after_scheme.find(['/', '?']) {
+            Some(i) => (&after_scheme[..i], &after_scheme[i..]),
+            None => (after_scheme, "/"),
+        };
+        let target = if target.starts_with('?') {
+            format!("/{target}")
+        } else {
+            target.to_string()
+        };
+        let method = h(&X_ORIGINAL_METHOD).unwrap_or("GET").to_string();
+        (
+            method,
+            url.scheme().to_string(),
+            authority.to_string(),
+            target,
+            Flavor::Nginx,
+        )
+    } else {
+        let (Some(host), Some(uri)) = (h(&super::forwarded::X_FORWARDED_HOST), h(&X_FORWARDED_URI))
+        else {
+            return Err(
+                "forward-auth needs X-Forwarded-Host and X-Forwarded-Uri, or X-Original-URL",
+            );
+        };
+        if !uri.starts_with('/') {
+            return Err("X-Forwarded-Uri must start with /");
+        }
+        let scheme = match h(&super::forwarded::X_FORWARDED_PROTO) {
+            Some(p) if p.eq_ignore_ascii_case("https") => "https",
+            Some(p) if p.eq_ignore_ascii_case("http") => "http",
+            Some(_) => return Err("X-Forwarded-Proto must be http or https"),
+            None => "http",
+        };
+        let method = h(&X_FORWARDED_METHOD).unwrap_or("GET").to_string();
+        let flavor = if nginx_param {
+            Flavor::Nginx
+        } else {
+            Flavor::Redirect
+        };
+        (
+            method,
+            scheme.to_string(),
+            host.to_string(),
+            uri.to_string(),
+            flavor,
+        )
+    };
+    let flavor = if nginx_param { Flavor::Nginx } else { flavor };
+
+    let method = http::Method::from_bytes(method.to_ascii_uppercase().as_bytes())
+        .map_err(|_| "the original method is not a valid HTTP method")?;
+    if authority.contains(['/', '@', '\\']) {
+        return Err("invalid original host");
+    }
+    let host = request::parse_host(&authority).map_err(|_| "invalid original host")?;
+    if target.len() > request::MAX_TARGET_BYTES {
+        return Err("original request target too long");
+    }
+    let (path, query) = request::split_target(&target).map_err(|e| e.reason())?;
+    let mut url = format!("{scheme}://{authority}{path}");
+    if let Some(q) = &query {
+        url.push('?');
+        url.push_str(q);
+    }
+    let view = RequestView {
+        method,
+        tls: scheme == "https",
+        host,
+        authority,
+        path,
+        query,
+        client_ip: ctx.client_ip,
+        wants_html: auth_view.wants_html,
+        websocket: req
+            .headers
+            .get(http::header::UPGRADE)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket")),
+    };
+    Ok(Original { view, url, flavor })
+}
+
+/// Answers a decision in the forward-auth dialect.
+async fn answer(
+    session: &mut Session,
+    ctx: &mut Ctx,
+    original: &Original,
+    decision: Decision,
+) -> Result<bool> {
+    let html = original.view.wants_html;
+    match decision {
+        Decision::Forward { route, identity } => {
+            ctx.route = Some(route);
+            let headers = identity
+                .map(|who| render_identity_headers(&ctx.rt.identity_headers, &who))
+                .unwrap_or_default();
+            let mut answer = Answer {
+                status: StatusCode::OK,
+                location: None,
+                set_cookies: Vec::new(),
+                content_type: None,
+                body: bytes::Bytes::new(),
+            };
+            answer.status = StatusCode::OK;
+            super::write_answer_with(session, ctx, answer, &headers).await
+        }
+        Decision::Login {
+            route,
+            provider,
+            step_up,
+        } => {
+            ctx.route = Some(route);
+            let Some(auth) = ctx.rt.auth.clone() else {
+                return deny(
+                    session,
+                    ctx,
+                    StatusCode::UNAUTHORIZED,
+                    "unauthenticated",
+                    false,
+                )
+                .await;
+            };
+            let location = login_url(&auth, &original.url, &provider, step_up);
+            let status = match original.flavor {
+                Flavor::Redirect => StatusCode::FOUND,
+                Flavor::Nginx => StatusCode::UNAUTHORIZED,
+            };
+            let answer = Answer {
+                status,
+                location: Some(location),
+                set_cookies: Vec::new(),
+                content_type: Some("text/plain; charset=utf-8"),
+                body: bytes::Bytes::from_static(b"Sign in required\n"),
+            };
+            write_answer(session, ctx, answer).await
+        }
+        Decision::Deny {
+            status,
+            reason,
+            route,
+            challenge,
+        } => {
+            ctx.route = route;
+            // nginx turns anything but 2xx/401/403 from the auth request into a 500.
+            let status = match (original.flavor, status.as_u16()) {
+                (Flavor::Nginx, 400 | 404) => StatusCode::FORBIDDEN,
+                _ => status,
+            };
+            let html = html && status != StatusCode::UNAUTHORIZED;
+            super::deny_with(session, ctx, status, reason, html, challenge.as_deref()).await
+        }
+    }
+}
