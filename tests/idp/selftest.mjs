@@ -233,7 +233,7 @@ function authUrl(discovery, { state, nonce, challenge, scope = 'openid email pro
 }
 
 // Full login as `username`; returns the callback URL's parameters plus the PKCE verifier.
-async function login(browser, discovery, username, { password = 'password', scope, extra } = {}) {
+async function login(browser, discovery, username, { password = 'password', otp, scope, extra } = {}) {
   const state = b64url(crypto.randomBytes(16));
   const nonce = b64url(crypto.randomBytes(16));
   const { verifier, challenge } = pkce();
@@ -241,7 +241,7 @@ async function login(browser, discovery, username, { password = 'password', scop
   if (!res.stopped) {
     check(res.status === 200, `login page: expected 200, got ${res.status}`);
     check(/name="username"/.test(res.body) && /name="password"/.test(res.body), 'login page has no username/password fields');
-    res = await browser.submit(res, { username, password }, REDIRECT_URI);
+    res = await browser.submit(res, { username, password, ...(otp ? { otp } : {}) }, REDIRECT_URI);
   }
   check(res.stopped, `login did not end at the redirect_uri (status ${res.status}): ${res.body.slice(0, 300)}`);
   const params = res.stopped.searchParams;
@@ -264,6 +264,10 @@ async function main() {
       client_secret: CLIENT_SECRET,
       redirect_uris: [REDIRECT_URI],
       post_logout_redirect_uris: [POST_LOGOUT_URI],
+    }, {
+      client_id: 'svc',
+      client_secret: 'svc-secret',
+      grant_types: ['client_credentials'],
     }],
     ttl: { id_token: 5, access_token: 5 },
     users: { erin: { email: 'erin@example.org', groups: ['auditors'], claims: { department: 'audit' } } },
@@ -471,6 +475,72 @@ async function main() {
       const at = await verifyJwt(jwt.body.access_token, discovery.jwks_uri);
       check(at.aud === 'https://api.test' && at.sub === 'alice' && at.scope === 'orders:read' && at.iss === issuer, `JWT access token ${JSON.stringify(at)}`);
       ok('resource=https://api.test on the token request yields a JWT access token (aud, sub, scope)');
+    }
+
+    step = 'client_credentials';
+    {
+      const cc = await json(discovery.token_endpoint, {
+        method: 'POST',
+        headers: { authorization: basic('svc', 'svc-secret'), 'content-type': 'application/x-www-form-urlencoded' },
+        body: new URLSearchParams({ grant_type: 'client_credentials', resource: 'https://api.test', scope: 'orders:read' }),
+      });
+      check(cc.status === 200, `client_credentials: ${cc.status} ${JSON.stringify(cc.body)}`);
+      const at = await verifyJwt(cc.body.access_token, discovery.jwks_uri);
+      check(at.aud === 'https://api.test' && at.client_id === 'svc' && at.scope === 'orders:read' && at.iss === issuer
+        && at.exp - at.iat === 60, `client_credentials JWT ${JSON.stringify(at)}`);
+      ok('client_credentials with resource=: JWT access token (aud, client_id, scope, resource server TTL)');
+    }
+
+    step = 'sign hook';
+    {
+      const sign = async (body) => (await json(`${issuer}/__test/sign`, { method: 'POST', body: JSON.stringify(body) })).body.token;
+      const payload = { iss: issuer, aud: 'https://api.test', sub: 'x', exp: Math.floor(Date.now() / 1000) + 60 };
+      const real = await sign({ payload, key: 'real' });
+      const verified = await verifyJwt(real, discovery.jwks_uri);
+      check(JSON.stringify(verified) === JSON.stringify(payload), 'real: payload not verbatim');
+      const { body: jwksDoc } = await json(discovery.jwks_uri);
+      const kidOf = (t) => JSON.parse(Buffer.from(t.split('.')[0], 'base64url')).kid;
+      const fresh = await sign({ payload, key: 'fresh' });
+      check(!jwksDoc.keys.some((k) => k.kid === kidOf(fresh)), 'fresh: kid is in the JWKS');
+      const wrong = await sign({ payload, key: 'fresh', header: { kid: jwksDoc.keys[0].kid } });
+      let refused = false;
+      try {
+        await verifyJwt(wrong, discovery.jwks_uri);
+      } catch {
+        refused = true;
+      }
+      check(refused && kidOf(wrong) === jwksDoc.keys[0].kid, 'fresh under the real kid verified');
+      const none = await sign({ payload, key: 'none' });
+      check(none.endsWith('.') && JSON.parse(Buffer.from(none.split('.')[0], 'base64url')).alg === 'none', 'none');
+      const hs = await sign({ payload, key: 'hs256_jwks' });
+      const [h, p, sig] = hs.split('.');
+      const pem = crypto.createPublicKey({ key: jwksDoc.keys[0], format: 'jwk' }).export({ type: 'spki', format: 'pem' });
+      check(crypto.createHmac('sha256', pem).update(`${h}.${p}`).digest('base64url') === sig, 'hs256_jwks: HMAC with the PEM');
+      ok('/__test/sign: real verifies at the JWKS, fresh does not, none is unsigned, hs256_jwks is keyed with the PEM');
+    }
+
+    step = 'step-up login';
+    {
+      const b5 = new Browser();
+      const first = await login(b5, discovery, 'alice');
+      check(first.code, 'first login');
+      const silent = await b5.get(authUrl(discovery, { state: 's', nonce: 'n', challenge: pkce().challenge }), REDIRECT_URI);
+      check(silent.stopped, 'no silent login with a live IdP session');
+      const form = await b5.get(authUrl(discovery, {
+        state: 's', nonce: 'n', challenge: pkce().challenge, extra: { prompt: 'login', acr_values: 'urn:portcullis:test:loa:2' },
+      }), REDIRECT_URI);
+      check(!form.stopped && /name="otp"/.test(form.body), 'prompt=login did not show the form despite the session');
+      const wrong = await b5.submit(form, { username: 'alice', password: 'password', otp: '000000' }, REDIRECT_URI);
+      check(wrong.status === 401 && /name="otp"/.test(wrong.body), `wrong otp: ${wrong.status}`);
+      const r = await login(b5, discovery, 'alice', { otp: '123456', extra: { prompt: 'login', acr_values: 'urn:portcullis:test:loa:2' } });
+      const t = await tokenRequest(discovery, {
+        grant_type: 'authorization_code', code: r.code, redirect_uri: REDIRECT_URI, code_verifier: r.verifier,
+      });
+      const c = await verifyJwt(t.body.id_token, discovery.jwks_uri);
+      check(c.acr === 'urn:portcullis:test:loa:2' && JSON.stringify(c.amr) === '["pwd","otp","mfa"]', `step-up claims ${JSON.stringify(c)}`);
+      check(idp.lines.includes('LOGIN sub=alice acr=urn:portcullis:test:loa:2 amr=pwd,otp,mfa prompt=login acr_values=urn:portcullis:test:loa:2'),
+        `LOGIN lines: ${idp.lines.filter((l) => l.startsWith('LOGIN'))}`);
+      ok('prompt=login shows the form despite a session; a wrong otp is 401; the right one gives loa:2, amr pwd otp mfa');
     }
 
     step = 'no secrets in the log';

@@ -162,6 +162,11 @@ function loadConfig() {
   if (!['all', 'minimal'].includes(config.id_token_claims)) {
     fail('id_token_claims must be all or minimal');
   }
+  for (const [name, user] of Object.entries(config.users)) {
+    if (user.otp !== undefined && (typeof user.otp !== 'string' || user.otp === '')) {
+      fail(`users.${name}.otp must be a non-empty string`);
+    }
+  }
   for (const [key, value] of Object.entries(config.ttl)) {
     if (!Number.isInteger(value) || value <= 0) fail(`ttl.${key} must be a positive integer`);
   }
@@ -214,10 +219,24 @@ for (const user of Object.values(config.users)) {
   for (const name of Object.keys(user.claims ?? {})) extraClaimNames.add(name);
 }
 
-const acrValues = [...new Set(Object.values(config.users).map((u) => u.acr).filter(Boolean))];
+// A login with the right one-time code (the `otp` field of the login form) is a step-up
+// login: these acr and amr, whatever the user's own.
+const STEP_UP_ACR = 'urn:portcullis:test:loa:2';
+const STEP_UP_AMR = ['pwd', 'otp', 'mfa'];
+const DEFAULT_OTP = '123456';
+
+const acrValues = [...new Set([
+  'urn:portcullis:test:loa:1',
+  STEP_UP_ACR,
+  ...Object.values(config.users).map((u) => u.acr).filter(Boolean),
+])];
 
 function passwordFor(username) {
   return config.users[username]?.password ?? config.password;
+}
+
+function otpFor(username) {
+  return config.users[username]?.otp ?? DEFAULT_OTP;
 }
 
 function safeEqual(a, b) {
@@ -253,6 +272,7 @@ function loginPage(uid, { clientName, loginHint, error }) {
 ${error ? `<p class="error" role="alert">${esc(error)}</p>\n` : ''}<form id="login" method="post" action="/interaction/${esc(uid)}/login">
   <label>Username <input type="text" name="username" value="${esc(loginHint ?? '')}" autocomplete="username" required></label>
   <label>Password <input type="password" name="password" autocomplete="current-password" required></label>
+  <label>One-time code (optional) <input type="text" name="otp" value="" inputmode="numeric" autocomplete="one-time-code"></label>
   <button type="submit">Sign in</button>
 </form>
 <p><a href="/interaction/${esc(uid)}/abort">Cancel</a></p>`);
@@ -510,6 +530,21 @@ async function readForm(req) {
   return new URLSearchParams(Buffer.concat(chunks).toString('utf8'));
 }
 
+async function readJson(req) {
+  const chunks = [];
+  let size = 0;
+  for await (const chunk of req) {
+    size += chunk.length;
+    if (size > MAX_BODY) throw Object.assign(new Error('body too large'), { status: 413 });
+    chunks.push(chunk);
+  }
+  try {
+    return JSON.parse(Buffer.concat(chunks).toString('utf8'));
+  } catch (err) {
+    throw Object.assign(new Error(`body is not JSON: ${err.message}`), { status: 400 });
+  }
+}
+
 function send(res, status, type, body, headers = {}) {
   res.writeHead(status, {
     'content-type': type,
@@ -552,22 +587,73 @@ function signJwt(header, payload, key, alg) {
   const input = `${b64u(header)}.${b64u(payload)}`;
   if (alg === 'none') return `${input}.`;
   let sig;
-  if (alg === 'EdDSA') sig = crypto.sign(null, Buffer.from(input), key);
+  if (alg === 'HS256') sig = crypto.createHmac('sha256', key).update(input).digest();
+  else if (alg === 'EdDSA') sig = crypto.sign(null, Buffer.from(input), key);
   else if (alg === 'ES256') sig = crypto.sign('sha256', Buffer.from(input), { key, dsaEncoding: 'ieee-p1363' });
   else sig = crypto.sign('sha256', Buffer.from(input), key);
   return `${input}.${sig.toString('base64url')}`;
+}
+
+// The real signing key, and a new key of the same type (not in the JWKS).
+const realSigningKey = () => crypto.createPrivateKey({ key: jwks.keys[0], format: 'jwk' });
+
+function freshSigningKey() {
+  const [type, options] = KEY_TYPES[config.signing_alg];
+  return crypto.generateKeyPairSync(type, options).privateKey;
+}
+
+// The real public key as SPKI PEM text (what a verifier holding "the public key" has in hand):
+// the HMAC secret of the classic RS256 -> HS256 algorithm-confusion attack.
+function realPublicKeyPem() {
+  return crypto.createPublicKey(realSigningKey()).export({ type: 'spki', format: 'pem' });
+}
+
+// `POST /__test/sign`: a JWT over the test's own payload. `key` is one of SIGN_KEYS; `header`
+// fields are merged over the defaults of that key (a null value removes a field).
+const SIGN_KEYS = [
+  'real', // the JWKS key: alg = the signing alg, kid = the real kid
+  'fresh', // a new key of the same type under a new kid (keep a given kid: wrong key, real kid)
+  'none', // alg "none", empty signature
+  'hs256_jwks', // HS256 keyed with the real public key's PEM text, under the real kid
+];
+
+function signForTest({ payload, header = {}, key }) {
+  const realKid = jwks.keys[0].kid;
+  let defaults;
+  let signingKey;
+  let alg;
+  switch (key) {
+    case 'real':
+      defaults = { alg: config.signing_alg, kid: realKid };
+      [signingKey, alg] = [realSigningKey(), config.signing_alg];
+      break;
+    case 'fresh':
+      defaults = { alg: config.signing_alg, kid: crypto.randomBytes(8).toString('hex') };
+      [signingKey, alg] = [freshSigningKey(), config.signing_alg];
+      break;
+    case 'none':
+      defaults = { alg: 'none' };
+      [signingKey, alg] = [null, 'none'];
+      break;
+    case 'hs256_jwks':
+      defaults = { alg: 'HS256', kid: realKid };
+      [signingKey, alg] = [realPublicKeyPem(), 'HS256'];
+      break;
+    default:
+      throw Object.assign(new Error(`key must be one of ${SIGN_KEYS.join(', ')}`), { status: 400 });
+  }
+  const merged = { ...defaults, ...header };
+  for (const [k, v] of Object.entries(merged)) if (v === null) delete merged[k];
+  // The signature is made with the key's own algorithm whatever the header claims.
+  return signJwt(merged, payload, signingKey, alg);
 }
 
 function tamperIdToken(token, mode) {
   const [h, p, s] = token.split('.');
   const header = JSON.parse(Buffer.from(h, 'base64url').toString('utf8'));
   const payload = JSON.parse(Buffer.from(p, 'base64url').toString('utf8'));
-  const realKey = crypto.createPrivateKey({ key: jwks.keys[0], format: 'jwk' });
-  const resign = (hdr, pay, key = realKey) => signJwt(hdr, pay, key, config.signing_alg);
-  const freshKey = () => {
-    const [type, options] = KEY_TYPES[config.signing_alg];
-    return crypto.generateKeyPairSync(type, options).privateKey;
-  };
+  const resign = (hdr, pay, key = realSigningKey()) => signJwt(hdr, pay, key, config.signing_alg);
+  const freshKey = freshSigningKey;
   const now = Math.floor(Date.now() / 1000);
   switch (mode) {
     case 'nonce':
@@ -671,24 +757,41 @@ async function handleInteraction(state, req, res, url) {
     const form = await readForm(req);
     const username = form.get('username') ?? form.get('login') ?? '';
     const password = form.get('password') ?? '';
+    const otp = form.get('otp') ?? '';
     const known = Object.hasOwn(config.users, username);
-    if (!known || !safeEqual(password, passwordFor(username))) {
+    const refuse = (reason, error) => {
       bump('login_failure');
-      event('LOGIN_FAILED', { username: /^[\w.@+-]{1,64}$/.test(username) ? username : '?' });
-      return sendHtml(res, 401, loginPage(uid, {
-        clientName,
-        loginHint: username,
-        error: 'Invalid username or password.',
-      }));
+      event('LOGIN_FAILED', { username: /^[\w.@+-]{1,64}$/.test(username) ? username : '?', reason });
+      return sendHtml(res, 401, loginPage(uid, { clientName, loginHint: username, error }));
+    };
+    if (!known || !safeEqual(password, passwordFor(username))) {
+      return refuse('password', 'Invalid username or password.');
+    }
+    // An empty code is a password-only login; a wrong one fails like a wrong password.
+    if (otp !== '' && !safeEqual(otp, otpFor(username))) {
+      return refuse('otp', 'Invalid one-time code.');
     }
     const user = config.users[username];
+    const stepUp = otp !== '';
+    const acr = stepUp ? STEP_UP_ACR : user.acr;
+    const amr = stepUp ? STEP_UP_AMR : user.amr;
+    const words = (value) => (typeof value === 'string' ? value.split(' ').filter(Boolean) : undefined);
     bump('login');
-    event('LOGIN', { sub: username, acr: user.acr, amr: user.amr });
+    if (stepUp) bump('login_otp');
+    event('LOGIN', {
+      sub: username,
+      acr,
+      amr,
+      // What the authorization request that led here asked for (e.g. a step-up's prompt=login).
+      prompt: words(details.params.prompt),
+      acr_values: words(details.params.acr_values),
+      max_age: details.params.max_age,
+    });
     return provider.interactionFinished(req, res, {
       login: {
         accountId: username,
-        acr: user.acr,
-        amr: user.amr,
+        acr,
+        amr,
         remember: true,
       },
     }, { mergeWithLastSubmission: false });
@@ -757,6 +860,26 @@ async function handleAdmin(state, req, res, url) {
       tamper.count = count;
       event('INJECT', { tamper_id_token: mode, count });
       return sendJson(res, 200, { mode, count });
+    }
+    case 'POST /__test/sign': {
+      let body;
+      try {
+        body = await readJson(req);
+      } catch (err) {
+        return sendJson(res, err.status ?? 400, { error: err.message });
+      }
+      const { payload, header, key } = body ?? {};
+      if (payload === undefined || payload === null) return sendJson(res, 400, { error: 'payload is required' });
+      if (header !== undefined && (header === null || typeof header !== 'object' || Array.isArray(header))) {
+        return sendJson(res, 400, { error: 'header must be an object' });
+      }
+      if (!SIGN_KEYS.includes(key)) {
+        return sendJson(res, 400, { error: `key must be one of ${SIGN_KEYS.join(', ')}` });
+      }
+      const token = signForTest({ payload, header, key });
+      bump(`signed:${key}`);
+      event('SIGNED', { key });
+      return sendJson(res, 200, { token });
     }
     case 'POST /__test/capture-tokens':
       tamper.capture = true;
