@@ -21,6 +21,13 @@ const WAIT: Duration = Duration::from_secs(10);
 /// The password of every built-in user unless [`IdpConfig::password`] says otherwise.
 pub const PASSWORD: &str = "password";
 
+/// The one-time code of every user unless [`IdpUser::otp`] says otherwise. A login with it in
+/// the form's `otp` field is a step-up login: `acr` [`STEP_UP_ACR`], `amr` `pwd otp mfa`.
+pub const OTP: &str = "123456";
+
+/// The `acr` of a login with the right one-time code, whatever the user's own.
+pub const STEP_UP_ACR: &str = "urn:portcullis:test:loa:2";
+
 // ---------------------------------------------------------------------------------------------
 // Configuration
 // ---------------------------------------------------------------------------------------------
@@ -49,6 +56,22 @@ impl IdpClient {
             token_endpoint_auth_method: None,
             grant_types: None,
         }
+    }
+
+    /// A client for `client_credentials` only: no redirect URI, no login.
+    pub fn service(client_id: &str, client_secret: &str) -> IdpClient {
+        IdpClient {
+            redirect_uris: Vec::new(),
+            ..IdpClient::new(client_id, client_secret, "")
+        }
+        .grant_types(&["client_credentials"])
+    }
+
+    /// The grant types this client may use (e.g. `["client_credentials"]`, or
+    /// `["authorization_code", "refresh_token", "client_credentials"]`).
+    pub fn grant_types(mut self, grant_types: &[&str]) -> IdpClient {
+        self.grant_types = Some(grant_types.iter().map(|g| g.to_string()).collect());
+        self
     }
 
     pub fn redirect_uri(mut self, uri: &str) -> IdpClient {
@@ -90,6 +113,8 @@ pub struct IdpUser {
     pub groups: Option<Vec<String>>,
     pub acr: Option<String>,
     pub amr: Option<Vec<String>>,
+    /// The one-time code the login form's `otp` field takes (default [`OTP`]).
+    pub otp: Option<String>,
     /// Extra string claims, released with the `profile` scope.
     pub claims: Vec<(String, String)>,
 }
@@ -132,6 +157,12 @@ impl IdpUser {
         self
     }
 
+    /// This user's one-time code, instead of [`OTP`].
+    pub fn otp(mut self, otp: &str) -> IdpUser {
+        self.otp = Some(otp.to_string());
+        self
+    }
+
     pub fn claim(mut self, name: &str, value: &str) -> IdpUser {
         self.claims.push((name.to_string(), value.to_string()));
         self
@@ -149,6 +180,7 @@ impl IdpUser {
         opt(&mut o, "name", &self.name);
         opt(&mut o, "preferred_username", &self.preferred_username);
         opt(&mut o, "acr", &self.acr);
+        opt(&mut o, "otp", &self.otp);
         if let Some(v) = self.email_verified {
             o.raw("email_verified", if v { "true" } else { "false" });
         }
@@ -213,6 +245,8 @@ pub struct IdpConfig {
     /// Resource indicator and space-separated scopes: a token request with `resource=` gets a
     /// JWT access token for that audience.
     pub resource_servers: Vec<(String, String)>,
+    /// Access token lifetime per resource indicator (default the access token TTL).
+    pub resource_server_ttls: Vec<(String, Duration)>,
 }
 
 impl IdpConfig {
@@ -228,6 +262,17 @@ impl IdpConfig {
 
     pub fn user(mut self, user: IdpUser) -> IdpConfig {
         self.users.push(user);
+        self
+    }
+
+    /// A resource server: a token request with `resource=<indicator>` (code, refresh or
+    /// `client_credentials` grant) gets a JWT access token with `aud` = `indicator`, the
+    /// requested scopes among `scope` (space-separated), lasting `ttl_secs`.
+    pub fn resource_server(mut self, indicator: &str, scope: &str, ttl_secs: u64) -> IdpConfig {
+        self.resource_servers
+            .push((indicator.to_string(), scope.to_string()));
+        self.resource_server_ttls
+            .push((indicator.to_string(), Duration::from_secs(ttl_secs)));
         self
     }
 
@@ -302,6 +347,14 @@ impl IdpConfig {
             for (indicator, scope) in &self.resource_servers {
                 let mut one = JsonObject::default();
                 one.str("scope", scope);
+                let ttl = self
+                    .resource_server_ttls
+                    .iter()
+                    .rev()
+                    .find(|(i, _)| i == indicator);
+                if let Some((_, ttl)) = ttl {
+                    one.raw("access_token_ttl", &ttl.as_secs().max(1).to_string());
+                }
                 rs.raw(indicator, &one.finish());
             }
             o.raw("resource_servers", &rs.finish());
@@ -644,6 +697,109 @@ impl Idp {
             .collect()
     }
 
+    /// The JWKS the IdP serves at its `jwks_uri` (`/jwks`).
+    pub async fn jwks(&self) -> serde_json::Value {
+        let resp = self
+            .http
+            .get(self.url("/jwks"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET /jwks: {e}"));
+        let text = resp.text().await.unwrap_or_default();
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("/jwks is not JSON ({e}): {text}"))
+    }
+
+    /// A JWT over `payload` (used verbatim: the test gives `iss`, `aud`, `exp` ...; a JSON
+    /// string is taken as the raw payload text), made by `POST /__test/sign`. `key`:
+    /// - `"real"`: signed with the IdP's JWKS key; header `alg` = the signing alg, `kid` = the
+    ///   real kid;
+    /// - `"fresh"`: signed with a new key of the same type under a new `kid` not in the JWKS
+    ///   (or under the `kid` given in `header`: the wrong key under the real kid);
+    /// - `"none"`: header `alg` `none`, empty signature (the token ends with `.`);
+    /// - `"hs256_jwks"`: HS256 with the real public key's PEM text (SPKI) as the HMAC secret,
+    ///   under the real kid (the RS256/HS256 confusion attack).
+    ///
+    /// `header` fields (an object, or `Value::Null` for none) are merged over those defaults;
+    /// a `null` field removes it. The signature is always made with the key's own algorithm.
+    pub async fn sign_jwt(
+        &self,
+        header: serde_json::Value,
+        payload: serde_json::Value,
+        key: &str,
+    ) -> String {
+        let header = if header.is_null() {
+            serde_json::json!({})
+        } else {
+            header
+        };
+        let body = serde_json::json!({ "header": header, "payload": payload, "key": key });
+        let resp = self
+            .http
+            .post(self.url("/__test/sign"))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("IdP admin request /__test/sign: {e}"));
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        assert!(
+            status.is_success(),
+            "IdP admin request /__test/sign: {status} {text}"
+        );
+        let answer: serde_json::Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("/__test/sign answered non-JSON ({e}): {text}"));
+        answer["token"]
+            .as_str()
+            .unwrap_or_else(|| panic!("/__test/sign answered no token: {text}"))
+            .to_string()
+    }
+
+    /// A real `grant_type=client_credentials` request with `resource=<resource>` (and `scope`,
+    /// unless empty) at the token endpoint, authenticated with `client_secret_basic`; returns
+    /// the JWT access token. The client needs the `client_credentials` grant
+    /// ([`IdpClient::service`] or [`IdpClient::grant_types`]) and `resource` a
+    /// [`IdpConfig::resource_server`]. Panics with the IdP's answer on any error.
+    pub async fn client_credentials_token(
+        &self,
+        client_id: &str,
+        client_secret: &str,
+        resource: &str,
+        scope: &str,
+    ) -> String {
+        let mut form = vec![("grant_type", "client_credentials"), ("resource", resource)];
+        if !scope.is_empty() {
+            form.push(("scope", scope));
+        }
+        // RFC 6749 section 2.3.1: both halves form-encoded before the base64.
+        let resp = self
+            .http
+            .post(self.url("/token"))
+            .basic_auth(query_escape(client_id), Some(query_escape(client_secret)))
+            .header("accept", "application/json")
+            .form(&form)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("client_credentials token request: {e}"));
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        assert!(
+            status.is_success(),
+            "client_credentials token request for {client_id} / {resource}: {status} {text}"
+        );
+        let body: serde_json::Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("token response is not JSON ({e}): {text}"));
+        let token = body["access_token"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no access_token in {text}"));
+        assert_eq!(
+            token.split('.').count(),
+            3,
+            "the access token for {resource} is not a JWT: {text}"
+        );
+        token.to_string()
+    }
+
     async fn admin(&self, method: reqwest::Method, path: &str) -> String {
         let resp = self
             .http
@@ -671,6 +827,23 @@ impl Drop for Idp {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// The header and payload of a compact JWT, decoded but not verified.
+pub fn jwt_parts(token: &str) -> (serde_json::Value, serde_json::Value) {
+    use base64::Engine;
+    let part = |i: usize| -> serde_json::Value {
+        let seg = token
+            .split('.')
+            .nth(i)
+            .unwrap_or_else(|| panic!("not a JWT: {token}"));
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(seg)
+            .unwrap_or_else(|e| panic!("JWT segment {i} is not base64url ({e}): {token}"));
+        serde_json::from_slice(&bytes)
+            .unwrap_or_else(|e| panic!("JWT segment {i} is not JSON ({e}): {token}"))
+    };
+    (part(0), part(1))
 }
 
 fn line_matches(line: &str, event: &str, fields: &[(&str, &str)]) -> bool {
@@ -1136,9 +1309,31 @@ impl Browser {
     }
 
     /// Continues a login from `page` (the IdP's login form, or a page after it).
-    pub async fn complete_login(&self, mut page: Page, username: &str, password: &str) -> Page {
+    pub async fn complete_login(&self, page: Page, username: &str, password: &str) -> Page {
+        self.finish_login(page, &[("username", username), ("password", password)])
+            .await
+    }
+
+    /// As [`Browser::complete_login`], with `otp` in the login form's one-time-code field: the
+    /// right code ([`OTP`] unless the user has their own) makes a step-up login (`acr`
+    /// [`STEP_UP_ACR`], `amr` `pwd otp mfa`); a wrong one gets the form again with 401.
+    pub async fn complete_login_with_otp(
+        &self,
+        page: Page,
+        username: &str,
+        password: &str,
+        otp: &str,
+    ) -> Page {
+        self.finish_login(
+            page,
+            &[("username", username), ("password", password), ("otp", otp)],
+        )
+        .await
+    }
+
+    async fn finish_login(&self, mut page: Page, fields: &[(&str, &str)]) -> Page {
         if page.has_login_form() {
-            page = login_form_post(self, &page, username, password).await;
+            page = post_login_form(self, &page, fields).await;
         }
         // Consent or other interaction forms of the IdP.
         for _ in 0..3 {
@@ -1380,6 +1575,15 @@ pub async fn login_form_post(
     username: &str,
     password: &str,
 ) -> Page {
+    post_login_form(
+        browser,
+        login_page,
+        &[("username", username), ("password", password)],
+    )
+    .await
+}
+
+async fn post_login_form(browser: &Browser, login_page: &Page, fields: &[(&str, &str)]) -> Page {
     let forms = login_page.forms();
     let form = forms
         .iter()
@@ -1394,14 +1598,7 @@ pub async fn login_form_post(
                 snippet(&login_page.body)
             )
         });
-    browser
-        .submit_form(
-            login_page,
-            form,
-            &[("username", username), ("password", password)],
-            None,
-        )
-        .await
+    browser.submit_form(login_page, form, fields, None).await
 }
 
 fn parse_url(url: &str) -> reqwest::Url {
