@@ -81,10 +81,17 @@ pub(super) async fn handle(
         )
         .await;
     }
+    let nginx = envoy.is_none() && asks_like_nginx(session.req_header(), auth_view);
     let original = match original_request(session, ctx, auth_view, envoy) {
         Ok(o) => o,
         Err(reason) => {
-            return deny(session, ctx, StatusCode::BAD_REQUEST, reason, html).await;
+            // nginx turns anything but 2xx/401/403 from the auth request into a 500.
+            let status = if nginx {
+                StatusCode::FORBIDDEN
+            } else {
+                StatusCode::BAD_REQUEST
+            };
+            return deny(session, ctx, status, reason, html).await;
         }
     };
     let rt = Arc::clone(&ctx.rt);
@@ -101,6 +108,14 @@ pub(super) async fn handle(
     answer(session, ctx, &original, decision).await
 }
 
+/// nginx `auth_request` is recognised by `X-Original-URL` or asked for with `?mode=nginx`.
+fn asks_like_nginx(req: &pingora::http::RequestHeader, auth_view: &RequestView) -> bool {
+    req.headers.contains_key(&X_ORIGINAL_URL)
+        || auth_view.query.as_deref().is_some_and(|q| {
+            url::form_urlencoded::parse(q.as_bytes()).any(|(k, v)| k == "mode" && v == "nginx")
+        })
+}
+
 /// Reads the original method, scheme, host and target from the forward-auth request.
 fn original_request(
     session: &Session,
@@ -114,9 +129,7 @@ fn original_request(
             .map(str::trim)
             .filter(|v| !v.is_empty())
     };
-    let nginx_param = auth_view.query.as_deref().is_some_and(|q| {
-        url::form_urlencoded::parse(q.as_bytes()).any(|(k, v)| k == "mode" && v == "nginx")
-    });
+    let nginx = asks_like_nginx(req, auth_view);
 
     let (method, scheme, authority, target, flavor) = if let Some(target) = envoy {
         // Envoy keeps the original method and Host, and appends the original target.
@@ -171,7 +184,7 @@ fn original_request(
             None => "http",
         };
         let method = h(&X_FORWARDED_METHOD).unwrap_or("GET").to_string();
-        let flavor = if nginx_param {
+        let flavor = if nginx {
             Flavor::Nginx
         } else {
             Flavor::Redirect
@@ -184,7 +197,7 @@ fn original_request(
             flavor,
         )
     };
-    let flavor = if nginx_param { Flavor::Nginx } else { flavor };
+    let flavor = if nginx { Flavor::Nginx } else { flavor };
 
     let method = http::Method::from_bytes(method.to_ascii_uppercase().as_bytes())
         .map_err(|_| "the original method is not a valid HTTP method")?;

@@ -1,0 +1,470 @@
+//! `/.portcullis/auth` and `/.portcullis/auth/envoy/*` spoken to directly, as nginx, Traefik,
+//! Caddy and Envoy would: the original request read from `X-Forwarded-*` / `X-Original-*`
+//! only from trusted proxies, the answers each front proxy understands, path and host tricks
+//! in the forwarded headers, and the very same decisions as the proxy mode.
+
+mod support;
+
+use std::time::Duration;
+use support::idp::{Browser, Idp, IdpClient, IdpConfig, PASSWORD};
+use support::{raw_get, Portcullis, RawResponse, Setup, Upstream};
+
+const SECRET: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+
+struct World {
+    #[allow(dead_code)] // kept alive for the test's duration
+    idp: Idp,
+    #[allow(dead_code)]
+    up: Upstream,
+    pc: Portcullis,
+}
+
+impl World {
+    fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.pc.http_port())
+    }
+
+    fn port(&self) -> u16 {
+        self.pc.http_port()
+    }
+}
+
+/// `trusted` is the `server.trusted_proxies` list (tests connect from 127.0.0.1).
+fn world(trusted: &str) -> World {
+    let setup = Setup::new();
+    let base = format!("http://127.0.0.1:{}", setup.http);
+    let idp = Idp::start(IdpConfig::default().client(IdpClient::new(
+        "portcullis",
+        "portcullis-secret",
+        &format!("{base}/.portcullis/callback"),
+    )));
+    let up = Upstream::start();
+    let yaml = format!(
+        "server:\n  listen: [\"127.0.0.1:@HTTP@\"]\n  threads: 1\n  public_url: {base}\n  trusted_proxies: [{trusted}]\n\
+         admin:\n  listen: 127.0.0.1:@ADMIN@\n\
+         session:\n  secrets: [\"{SECRET}\"]\n  cookie: {{ secure: false }}\n\
+         providers:\n  - id: test\n    type: oidc\n    issuer: {issuer}\n    client_id: portcullis\n    client_secret: portcullis-secret\n    scopes: [openid, email, profile, groups]\n\
+         routes:\n\
+         \x20 - host: app.test\n    public_paths: [/public/]\n\
+         \x20 - {{ host: app.test, path: /admin, allow: {{ groups: [admins] }} }}\n\
+         \x20 - {{ host: open.test, auth: none }}\n\
+         \x20 - {{ host: both.test, upstream: \"{up}\", allow: {{ groups: [admins] }} }}\n\
+         \x20 - {{ host: both.test, path: /staff, upstream: \"{up}\", allow: {{ groups: [staff] }} }}\n",
+        issuer = idp.issuer(),
+        up = up.url(),
+    );
+    let pc = setup.start(&yaml);
+    World { idp, up, pc }
+}
+
+async fn ready(w: &World) {
+    let url = format!("http://127.0.0.1:{}/readyz", w.pc.admin_port());
+    support::eventually(Duration::from_secs(10), "readyz", || {
+        let url = url.clone();
+        async move {
+            let r = reqwest::get(&url).await.ok()?;
+            (r.status() == 200).then_some(())
+        }
+    })
+    .await;
+}
+
+/// Logs `user` in on the public URL and returns the session's `Cookie` header value.
+async fn session_of(w: &World, user: &str) -> String {
+    let browser = Browser::new();
+    let start = format!("{}/.portcullis/start?rd=%2F", w.base());
+    browser.login(&start, user, PASSWORD).await;
+    let value = browser
+        .cookie_for(&w.base(), "_portcullis")
+        .unwrap_or_else(|| panic!("{user} has a session cookie after login"));
+    format!("_portcullis={value}")
+}
+
+/// A Traefik/Caddy-style check of `method host uri`.
+async fn check(
+    w: &World,
+    method: &str,
+    host: &str,
+    uri: &str,
+    extra: &[(&str, &str)],
+) -> RawResponse {
+    let mut headers = vec![
+        ("x-forwarded-method", method),
+        ("x-forwarded-proto", "http"),
+        ("x-forwarded-host", host),
+        ("x-forwarded-uri", uri),
+    ];
+    headers.extend_from_slice(extra);
+    raw_get(w.port(), "127.0.0.1", "/.portcullis/auth", &headers).await
+}
+
+/// An nginx-style check (`X-Original-URL`).
+async fn check_nginx(w: &World, url: &str, extra: &[(&str, &str)]) -> RawResponse {
+    let mut headers = vec![("x-original-url", url), ("x-original-method", "GET")];
+    headers.extend_from_slice(extra);
+    raw_get(w.port(), "127.0.0.1", "/.portcullis/auth", &headers).await
+}
+
+const HTML: (&str, &str) = ("accept", "text/html,application/xhtml+xml");
+
+fn rd_of(location: &str) -> String {
+    let url = url::Url::parse(location).unwrap();
+    url.query_pairs()
+        .find(|(k, _)| k == "rd")
+        .map(|(_, v)| v.into_owned())
+        .expect("an rd parameter")
+}
+
+#[tokio::test]
+async fn only_trusted_proxies_may_ask() {
+    let w = world("10.0.0.0/8");
+    ready(&w).await;
+    let r = check(&w, "GET", "app.test", "/", &[HTML]).await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    let r = check_nginx(&w, "http://app.test/", &[]).await;
+    assert_eq!(r.status, 403);
+    let r = raw_get(w.port(), "app.test", "/.portcullis/auth/envoy/", &[]).await;
+    assert_eq!(r.status, 403);
+    let line = w
+        .pc
+        .wait_for_stdout_line(|l| l.contains("\"access_denied\"") && l.contains("trusted_proxies"))
+        .await
+        .expect("an audit event for the untrusted forward-auth request");
+    assert!(line.contains("\"client_ip\":\"127.0.0.1\""), "{line}");
+}
+
+#[tokio::test]
+async fn answers_in_each_front_proxys_dialect() {
+    let w = world("127.0.0.1/32");
+    ready(&w).await;
+
+    // Traefik / Caddy: a browser gets a 302 to the login, returning to the original URL.
+    let r = check(&w, "GET", "app.test", "/private?x=1", &[HTML]).await;
+    assert_eq!(r.status, 302, "{}", r.text());
+    let location = r.header("location").unwrap();
+    assert!(
+        location.starts_with(&format!("{}/.portcullis/start?", w.base())),
+        "{location}"
+    );
+    assert_eq!(rd_of(location), "http://app.test/private?x=1");
+
+    // nginx: 401 with the same Location, for `error_page 401`.
+    let r = check_nginx(&w, "https://app.test/private?x=1", &[HTML]).await;
+    assert_eq!(r.status, 401);
+    assert_eq!(
+        rd_of(r.header("location").unwrap()),
+        "https://app.test/private?x=1"
+    );
+    let r = raw_get(
+        w.port(),
+        "127.0.0.1",
+        "/.portcullis/auth?mode=nginx",
+        &[
+            ("x-forwarded-host", "app.test"),
+            ("x-forwarded-uri", "/p"),
+            HTML,
+        ],
+    )
+    .await;
+    assert_eq!(r.status, 401);
+    assert_eq!(rd_of(r.header("location").unwrap()), "http://app.test/p");
+
+    // API clients: 401 JSON with a Bearer challenge, never a redirect.
+    for r in [
+        check(
+            &w,
+            "GET",
+            "app.test",
+            "/api",
+            &[("accept", "application/json")],
+        )
+        .await,
+        check(&w, "POST", "app.test", "/form", &[HTML]).await,
+        check_nginx(&w, "http://app.test/api", &[]).await,
+    ] {
+        assert_eq!(r.status, 401);
+        assert!(r.header("location").is_none());
+        assert_eq!(r.header("www-authenticate"), Some("Bearer"));
+        assert_eq!(r.json()["error"], "unauthenticated");
+    }
+
+    // Public routes and paths: 200 without identity headers.
+    let r = check(&w, "GET", "open.test", "/anything", &[]).await;
+    assert_eq!(r.status, 200);
+    let r = check(
+        &w,
+        "GET",
+        "app.test",
+        "/public/app.css",
+        &[("x-auth-request-user", "admin")],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert!(
+        r.header("x-auth-request-user").is_none(),
+        "a forged header is never echoed back"
+    );
+
+    // Unknown host: 404, and 403 for nginx (which turns other codes into 500).
+    assert_eq!(check(&w, "GET", "nowhere.test", "/", &[]).await.status, 404);
+    assert_eq!(
+        check_nginx(&w, "http://nowhere.test/", &[]).await.status,
+        403
+    );
+
+    // What cannot be read is a clear 400.
+    let bad: &[&[(&str, &str)]] = &[
+        &[("x-forwarded-uri", "/")],
+        &[("x-forwarded-host", "app.test")],
+        &[
+            ("x-forwarded-host", "app.test"),
+            ("x-forwarded-uri", "relative"),
+        ],
+        &[
+            ("x-forwarded-host", "app.test"),
+            ("x-forwarded-uri", "/"),
+            ("x-forwarded-proto", "gopher"),
+        ],
+        &[
+            ("x-forwarded-host", "evil.test/x"),
+            ("x-forwarded-uri", "/"),
+        ],
+        &[("x-forwarded-host", "a@app.test"), ("x-forwarded-uri", "/")],
+        &[
+            ("x-forwarded-host", "app.test"),
+            ("x-forwarded-uri", "/"),
+            ("x-forwarded-method", "G(T"),
+        ],
+    ];
+    for headers in bad {
+        let r = raw_get(w.port(), "127.0.0.1", "/.portcullis/auth", headers).await;
+        assert_eq!(r.status, 400, "{headers:?}: {}", r.text());
+    }
+
+    let login =
+        w.pc.metric(
+            "portcullis_auth_decisions_total",
+            &[("route", "app.test/"), ("decision", "login")],
+        )
+        .await;
+    assert!(login >= 1.0, "{login}");
+}
+
+#[tokio::test]
+async fn a_session_is_allowed_with_identity_headers_and_policies_apply() {
+    let w = world("127.0.0.1/32");
+    ready(&w).await;
+    let alice = session_of(&w, "alice").await;
+    let bob = session_of(&w, "bob").await;
+
+    let r = check(
+        &w,
+        "GET",
+        "app.test",
+        "/x",
+        &[("cookie", &alice), ("x-auth-request-user", "root")],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header_all("x-auth-request-user"), vec!["alice"]);
+    assert_eq!(r.header("x-auth-request-email"), Some("alice@example.com"));
+    assert_eq!(r.header("x-auth-request-groups"), Some("staff,admins"));
+    assert!(r.header("set-cookie").is_none());
+
+    assert_eq!(
+        check(&w, "GET", "app.test", "/admin/x", &[("cookie", &alice)])
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        check(&w, "GET", "app.test", "/admin/x", &[("cookie", &bob)])
+            .await
+            .status,
+        403
+    );
+    assert_eq!(
+        check_nginx(&w, "http://app.test/admin", &[("cookie", &bob)])
+            .await
+            .status,
+        403
+    );
+    assert_eq!(
+        check_nginx(&w, "http://app.test/admin", &[("cookie", &alice)])
+            .await
+            .status,
+        200
+    );
+
+    // The cookie of a logged-out session no longer passes.
+    let r = raw_get(
+        w.port(),
+        "127.0.0.1",
+        "/.portcullis/logout",
+        &[("cookie", &bob)],
+    )
+    .await;
+    assert!(r.status < 400, "logout: {}", r.status);
+    assert_eq!(
+        check(&w, "GET", "app.test", "/x", &[("cookie", &bob)])
+            .await
+            .status,
+        401
+    );
+
+    // CSRF applies to the original request too.
+    let r = check(
+        &w,
+        "POST",
+        "app.test",
+        "/x",
+        &[("cookie", &alice), ("origin", "http://evil.test")],
+    )
+    .await;
+    assert_eq!(r.status, 403);
+    let r = check(
+        &w,
+        "POST",
+        "app.test",
+        "/x",
+        &[("cookie", &alice), ("origin", "http://app.test")],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+}
+
+#[tokio::test]
+async fn path_and_host_tricks_in_forwarded_headers_do_not_bypass_login() {
+    let w = world("127.0.0.1/32");
+    ready(&w).await;
+    let bob = session_of(&w, "bob").await;
+    // Normalised first, then matched: these are all the protected /admin or a private path.
+    for uri in [
+        "/public/../admin",
+        "//public/../admin",
+        "/public/./../admin",
+        "/public/%2e%2e/admin",
+        "/public/%2E%2E/admin",
+    ] {
+        let r = check(&w, "GET", "app.test", uri, &[]).await;
+        assert_eq!(r.status, 401, "{uri}: {}", r.text());
+        let r = check(&w, "GET", "app.test", uri, &[("cookie", &bob)]).await;
+        assert_eq!(r.status, 403, "{uri} for bob is /admin");
+    }
+    // Paths are case-sensitive: /PUBLIC is not /public.
+    assert_eq!(
+        check(&w, "GET", "app.test", "/PUBLIC/x", &[]).await.status,
+        401
+    );
+    // Ambiguous paths are refused, never matched against a public path.
+    for uri in [
+        "/public%2F..%2Fadmin",
+        "/public/..%2fadmin",
+        "/public/..\\admin",
+        "/public/%00/x",
+        "/public/../../admin",
+    ] {
+        let r = check(&w, "GET", "app.test", uri, &[]).await;
+        assert_eq!(r.status, 400, "{uri}: {}", r.text());
+        let r = check_nginx(&w, &format!("http://app.test{uri}"), &[]).await;
+        assert_eq!(r.status, 403, "nginx {uri}");
+    }
+    // Host variants: case, trailing dot, port; all the same route and the same decision.
+    for host in ["APP.TEST", "app.test.", "app.test:8443", "App.Test.:80"] {
+        let r = check(&w, "GET", host, "/admin", &[("cookie", &bob)]).await;
+        assert_eq!(r.status, 403, "{host}");
+        let r = check(&w, "GET", host, "/public/x", &[]).await;
+        assert_eq!(r.status, 200, "{host}");
+    }
+}
+
+#[tokio::test]
+async fn envoy_ext_authz_checks_the_appended_path() {
+    let w = world("127.0.0.1/32");
+    ready(&w).await;
+    let alice = session_of(&w, "alice").await;
+    let bob = session_of(&w, "bob").await;
+    let r = raw_get(
+        w.port(),
+        "app.test",
+        "/.portcullis/auth/envoy/private?q=1",
+        &[HTML],
+    )
+    .await;
+    assert_eq!(r.status, 302);
+    assert_eq!(
+        rd_of(r.header("location").unwrap()),
+        "http://app.test/private?q=1"
+    );
+    let r = raw_get(
+        w.port(),
+        "app.test",
+        "/.portcullis/auth/envoy/private",
+        &[("cookie", &alice)],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-auth-request-user"), Some("alice"));
+    let r = raw_get(
+        w.port(),
+        "app.test",
+        "/.portcullis/auth/envoy/admin",
+        &[("cookie", &bob)],
+    )
+    .await;
+    assert_eq!(r.status, 403);
+    let r = raw_get(
+        w.port(),
+        "app.test",
+        "/.portcullis/auth/envoy/public/x",
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let r = raw_get(w.port(), "app.test", "/.portcullis/auth/envoy", &[]).await;
+    assert_eq!(r.status, 401, "the root of the app");
+    // Climbing out of the prefix is checked on the original path, not the endpoint's.
+    for climb in [
+        "/.portcullis/auth/envoy/../admin",
+        "/.portcullis/auth/envoy/public/../../admin",
+        "/.portcullis/auth/envoy/%2e%2e/admin",
+    ] {
+        let r = raw_get(w.port(), "app.test", climb, &[("cookie", &bob)]).await;
+        assert_eq!(r.status, 400, "{climb}: {}", r.text());
+    }
+    let r = raw_get(
+        w.port(),
+        "app.test",
+        "/.portcullis/auth/envoy/public/../admin",
+        &[("cookie", &bob)],
+    )
+    .await;
+    assert_eq!(r.status, 403, "normalised to /admin");
+}
+
+/// One engine: for the same user and path, forward-auth and the proxy decide alike.
+#[tokio::test]
+async fn forward_auth_and_proxy_decide_alike() {
+    let w = world("127.0.0.1/32");
+    ready(&w).await;
+    let alice = session_of(&w, "alice").await;
+    let bob = session_of(&w, "bob").await;
+    for (who, cookie) in [
+        ("alice", alice.as_str()),
+        ("bob", bob.as_str()),
+        ("nobody", ""),
+    ] {
+        for path in ["/", "/staff", "/staff/x", "/other"] {
+            let mut headers = vec![("accept", "application/json")];
+            if !cookie.is_empty() {
+                headers.push(("cookie", cookie));
+            }
+            let proxied = raw_get(w.port(), "both.test", path, &headers).await.status;
+            let checked = check(&w, "GET", "both.test", path, &headers).await.status;
+            assert_eq!(
+                proxied, checked,
+                "{who} {path}: proxy {proxied}, forward-auth {checked}"
+            );
+        }
+    }
+}
