@@ -45,6 +45,17 @@ const EXTRA_ROUTES: &str = "
     allow: { groups: [admins] }
 ";
 
+/// The parts of `examples/nginx/nginx.conf` a test cannot run: a certificate, and port 80.
+const NGINX_CERTIFICATE: &str = "    ssl_certificate     /etc/ssl/certs/app.example.com.pem;
+    ssl_certificate_key /etc/ssl/private/app.example.com.key;
+";
+const NGINX_REDIRECT_SERVER: &str = "server {
+    listen 80;
+    server_name app.example.com;
+    return 301 https://$host$request_uri;
+}
+";
+
 #[derive(Debug, Clone, Copy)]
 enum Kind {
     Nginx,
@@ -120,7 +131,10 @@ impl World {
                 "examples/nginx/nginx.conf",
                 &example("nginx/nginx.conf"),
                 &[
-                    ("listen 80;", "listen 127.0.0.1:@PORT@;".to_string()),
+                    // Plain HTTP on a free port instead of TLS on 443, and no redirect server.
+                    (NGINX_REDIRECT_SERVER, String::new()),
+                    ("listen 443 ssl;", "listen 127.0.0.1:@PORT@;".to_string()),
+                    (NGINX_CERTIFICATE, String::new()),
                     (
                         "server_name app.example.com;",
                         format!("server_name {HOST};"),
