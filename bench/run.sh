@@ -259,7 +259,7 @@ EOF
 REDIS_AUTH_PORT=""
 declare -A REDIS_CMDS
 start_portcullis_auth() {
-    want portcullis_auth || return 0
+    want portcullis_auth || want forward_auth || return 0
     command -v redis-server >/dev/null || { log "redis-server not found: no authenticated row"; return 0; }
     free_port
     REDIS_AUTH_PORT=$PORT
@@ -313,6 +313,114 @@ EOF
         "route auth: required, Redis session store, one session's cookie (session cache hit), access_log: false" "$pid"
 }
 
+# Forward auth (issue 4): an nginx front proxy with `auth_request`, once asking a location that
+# answers a static 200 (on the upstream nginx: the same network hop), once asking Portcullis'
+# /.portcullis/auth for a logged-in user (session minted into Redis as above). The auth servers
+# sit with wrk and the upstream; the front nginx alone on the proxy CPU(s).
+# $1 key, $2 label, $3 auth server address, $4 its path, $5 note, $6 more pids to count
+start_nginx_auth_front() {
+    local key=$1 label=$2 auth_target=$3 auth_path=$4 note=$5 counted=$6
+    free_port
+    local dir=$WORK/$key
+    mkdir -p "$dir"
+    cat >"$dir/nginx.conf" <<CONF
+daemon off;
+master_process on;
+worker_processes $THREADS;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    client_body_temp_path $dir/tmp-body;
+    proxy_temp_path $dir/tmp-proxy;
+    keepalive_requests 1000000;
+    keepalive_timeout 60s;
+    upstream app { server 127.0.0.1:$UPSTREAM_PORT; keepalive 64; keepalive_requests 1000000; }
+    upstream auth { server $auth_target; keepalive 64; keepalive_requests 1000000; }
+    server {
+        listen 127.0.0.1:$PORT;
+        location = /_auth {
+            internal;
+            proxy_pass http://auth$auth_path;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_pass_request_body off;
+            proxy_set_header Content-Length "";
+            proxy_set_header X-Original-URL \$scheme://\$http_host\$request_uri;
+            proxy_set_header X-Original-Method \$request_method;
+        }
+        location / {
+            auth_request /_auth;
+            auth_request_set \$auth_user \$upstream_http_x_auth_request_user;
+            proxy_pass http://app;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header X-Auth-Request-User \$auth_user;
+        }
+    }
+}
+CONF
+    spawn "$key" "${PROXY_PIN[@]}" nginx -p "$dir" -e "$dir/error.log" -c "$dir/nginx.conf"
+    local pid=$LAST_PID
+    HDR[$key]="Cookie: _portcullis=$FA_COOKIE"
+    wait_ready "$key" "http://127.0.0.1:$PORT/" "${HDR[$key]}"
+    add_target "$key" "$label" "http://127.0.0.1:$PORT/" "$note" "$pid${counted:+ $counted}"
+}
+
+FA_COOKIE=""
+start_forward_auth() {
+    want forward_auth || return 0
+    [[ -n $REDIS_AUTH_PORT ]] || { log "no Redis from the authenticated row: no forward-auth rows"; return 0; }
+    free_port
+    local key=portcullis_forward_auth conf=$WORK/portcullis_forward_auth.yaml secret fa_port=$PORT
+    secret=$("$PORTCULLIS" gen-secret)
+    cat >"$conf" <<CONF
+server:
+  listen: ["127.0.0.1:$fa_port"]
+  threads: $THREADS
+  public_url: http://127.0.0.1:$fa_port
+  trusted_proxies: [127.0.0.1/32]
+admin:
+  listen: off
+logging:
+  format: json
+  level: error
+  access_log: false
+session:
+  store: redis
+  redis: { url: "redis://127.0.0.1:$REDIS_AUTH_PORT/0", key_prefix: "fa:" }
+  secrets: ["$secret"]
+  cookie: { secure: false }
+  cache_ttl: 10m
+  refresh: false
+providers:
+  - { id: bench, type: oidc, issuer: "http://127.0.0.1:9/", client_id: bench, client_secret: bench }
+routes:
+  - name: forward-auth
+    path: /
+    auth: required
+CONF
+    "$PORTCULLIS" check --config "$conf" >"$WORK/$key.check" 2>&1 ||
+        { cat "$WORK/$key.check" >&2; die "portcullis check failed for $key"; }
+    FA_COOKIE=$("$MINT" "redis://127.0.0.1:$REDIS_AUTH_PORT/0" "$secret" "fa:" bench) ||
+        die "could not mint a session"
+    spawn "$key" "${LOAD_PIN[@]}" "$PORTCULLIS" serve --config "$conf"
+    local fa_pid=$LAST_PID
+    for _ in $(seq 100); do
+        curl -s -o /dev/null "http://127.0.0.1:$fa_port/.portcullis/auth" && break
+        sleep 0.1
+    done
+    start_nginx_auth_front nginx_auth_static "nginx auth_request → static 200" \
+        "127.0.0.1:$UPSTREAM_PORT" "/" \
+        "the auth location proxies to the upstream nginx's return 200 (the same hop as Portcullis); CPU counts the front nginx" ""
+    start_nginx_auth_front nginx_auth_portcullis "nginx auth_request → Portcullis" \
+        "127.0.0.1:$fa_port" "/.portcullis/auth" \
+        "/.portcullis/auth for a logged-in user (Redis store, session cache hit); CPU counts the front nginx and Portcullis" "$fa_pid"
+    [[ $(curl -s -o /dev/null -w '%{http_code}' -H 'Accept: application/json' "${URL[nginx_auth_portcullis]}") == 401 ]] ||
+        die "nginx_auth_portcullis: a request without the cookie was not refused"
+}
+
 # Redis commands processed so far by the authenticated row's store (each INFO counts itself).
 redis_commands() {
     redis-cli -p "$REDIS_AUTH_PORT" info stats 2>/dev/null |
@@ -326,10 +434,12 @@ CLK_TCK=$(getconf CLK_TCK)
 
 # CPU time (user + system, in clock ticks) used so far by a process and its direct children.
 cpu_ticks() {
-    local p total=0 t
-    for p in "$1" $(pgrep -P "$1" || true); do
-        t=$(awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$p/stat" 2>/dev/null || echo 0)
-        total=$((total + t))
+    local root p total=0 t
+    for root in $1; do
+        for p in "$root" $(pgrep -P "$root" || true); do
+            t=$(awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$p/stat" 2>/dev/null || echo 0)
+            total=$((total + t))
+        done
     done
     echo "$total"
 }
@@ -397,6 +507,7 @@ start_caddy
 start_portcullis_public portcullis_public "Portcullis, public route" false
 start_portcullis_public portcullis_public_log "Portcullis, public route, access log" true
 start_portcullis_auth
+start_forward_auth
 
 for round in $(seq "$ROUNDS"); do
     for key in "${KEYS[@]}"; do measure "$key" "$round"; done
@@ -468,6 +579,12 @@ mkdir -p "$(dirname "$OUT")"
     if [[ -n $bare && -n ${RPS[portcullis_auth]:-} ]]; then
         echo "Issue 3 asks for the authenticated route at **≥ 0.90 × bare Pingora** req/s: this run"
         echo "$(ratio "${RPS[portcullis_auth]}")."
+        echo
+    fi
+    if [[ -n ${RPS[nginx_auth_static]:-} && -n ${RPS[nginx_auth_portcullis]:-} ]]; then
+        fa=$(awk -v a="${RPS[nginx_auth_portcullis]}" -v b="${RPS[nginx_auth_static]}" 'BEGIN { printf "%.2f", a / b }')
+        echo "Issue 4 asks for nginx \`auth_request\` to Portcullis at **≥ 0.90 ×** nginx \`auth_request\`"
+        echo "to a static 200 location (rows \"nginx auth_request → …\"): this run $fa."
         echo
     fi
     echo "Issue 2 asks for Portcullis on a public route at **≥ 0.95 × bare Pingora** req/s (row"

@@ -144,6 +144,9 @@ pub struct OidcProvider {
     pub settings: ProviderSettings,
     http: reqwest::Client,
     current: ArcSwapOption<Discovered>,
+    /// When keys were last re-fetched because a token named an unknown `kid` (failed attempts
+    /// too); held across the fetch, so a burst of such tokens causes one fetch, not one each.
+    refetch: tokio::sync::Mutex<Option<Instant>>,
 }
 
 impl OidcProvider {
@@ -158,6 +161,7 @@ impl OidcProvider {
             settings,
             http,
             current: ArcSwapOption::empty(),
+            refetch: tokio::sync::Mutex::new(None),
         })
     }
 
@@ -323,9 +327,7 @@ impl OidcProvider {
         let d = self.discovered()?;
         match self.verify_with(&d, token, nonce) {
             Err(KeyMissing) => {
-                if d.fetched.elapsed() >= MIN_REFETCH {
-                    self.discover().await?;
-                }
+                self.refetch_keys(&d).await;
                 let d = self.discovered()?;
                 self.verify_with(&d, token, nonce).map_err(|KeyMissing| {
                     OidcError::InvalidIdToken("signed by an unknown key".into())
@@ -384,16 +386,38 @@ impl OidcProvider {
         match bearer::verify(token, &d.keys, &s.issuer, &s.audiences) {
             Ok(claims) => Ok(claims),
             Err(Some(e)) => Err(e),
-            Err(None) if d.fetched.elapsed() < MIN_REFETCH => Err(BearerError::UnknownKey),
             Err(None) => {
-                self.discover()
-                    .await
-                    .map_err(|_| BearerError::Unavailable)?;
+                if !self.refetch_keys(&d).await {
+                    return Err(BearerError::UnknownKey);
+                }
                 let d = self.discovered().map_err(|_| BearerError::Unavailable)?;
                 bearer::verify(token, &d.keys, &s.issuer, &s.audiences)
                     .map_err(|e| e.unwrap_or(BearerError::UnknownKey))
             }
         }
+    }
+
+    /// Fetches discovery and keys again because a token named a key we do not hold. One fetch
+    /// at a time and at most every `MIN_REFETCH` (failures count), since anyone can send tokens
+    /// with made-up `kid`s. Returns whether keys newer than `seen` are now in place.
+    async fn refetch_keys(&self, seen: &Arc<Discovered>) -> bool {
+        let mut last = self.refetch.lock().await;
+        let newer = |me: &Self| {
+            me.current
+                .load()
+                .as_ref()
+                .is_some_and(|cur| !Arc::ptr_eq(cur, seen))
+        };
+        // Another request re-fetched while this one waited for the lock.
+        if newer(self) {
+            return true;
+        }
+        let recent = |t: Instant| t.elapsed() < MIN_REFETCH;
+        if recent(seen.fetched) || last.is_some_and(recent) {
+            return false;
+        }
+        *last = Some(Instant::now());
+        self.discover().await.is_ok() && newer(self)
     }
 
     async fn userinfo(
