@@ -141,6 +141,13 @@ fn original_request(
             target,
             Flavor::Redirect,
         )
+    } else if h(&X_ORIGINAL_URL).is_some()
+        && (h(&X_FORWARDED_URI).is_some() || h(&X_FORWARDED_METHOD).is_some())
+    {
+        // A front proxy sends one description of the original request. Two mean a client
+        // added one of them (nginx and Traefik pass client headers through): believing either
+        // would let it choose the URL that is checked.
+        return Err("both X-Original-URL and X-Forwarded-Uri/-Method: a front proxy sends only one (strip the other from client requests)");
     } else if let Some(original_url) = h(&X_ORIGINAL_URL) {
         let url =
             url::Url::parse(original_url).map_err(|_| "X-Original-URL is not an absolute URL")?;
@@ -242,9 +249,17 @@ async fn answer(
     match decision {
         Decision::Forward { route, identity } => {
             ctx.route = Some(route);
-            let headers = identity
-                .map(|who| render_identity_headers(&ctx.rt.identity_headers, &who))
-                .unwrap_or_default();
+            // Anonymous (public) answers carry the identity headers empty: front proxies that
+            // copy them onto the request (Traefik, Caddy) then overwrite whatever a client sent.
+            let headers = match identity {
+                Some(who) => render_identity_headers(&ctx.rt.identity_headers, &who),
+                None => ctx
+                    .rt
+                    .identity_headers
+                    .iter()
+                    .map(|(n, _)| (n.clone(), http::HeaderValue::from_static("")))
+                    .collect(),
+            };
             let mut answer = Answer {
                 status: StatusCode::OK,
                 location: None,
