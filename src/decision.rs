@@ -114,11 +114,17 @@ pub async fn decide(rt: &Runtime, view: &RequestView, presented: &Presented<'_>)
     }
     let who = authenticate(rt, &route, view, presented).await;
     let decision = authorize(route, view, presented, who);
-    if let Some(route) = decision.route() {
-        if route.auth != AuthMode::None {
-            metrics::AUTH_DECISIONS
-                .with_label_values(&[&route.name, decision.label()])
-                .inc();
+    match &decision {
+        Decision::Forward {
+            route,
+            identity: Some(_),
+        } => route.metrics.allowed.inc(),
+        other => {
+            if let Some(route) = other.route() {
+                metrics::AUTH_DECISIONS
+                    .with_label_values(&[&route.name, other.label()])
+                    .inc();
+            }
         }
     }
     decision

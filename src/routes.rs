@@ -55,6 +55,8 @@ pub struct RouteMetrics {
     /// `portcullis_requests_total{status="200"}`, the common case; other statuses are looked up.
     pub ok: prometheus::IntCounter,
     pub upstream_errors: prometheus::IntCounter,
+    /// `portcullis_auth_decisions_total{decision="allow"}`, the common case of an auth route.
+    pub allowed: prometheus::IntCounter,
 }
 
 impl Route {
@@ -71,6 +73,7 @@ impl RouteMetrics {
             duration: metrics::DURATION.with_label_values(&[route]),
             ok: metrics::REQUESTS.with_label_values(&[route, "200"]),
             upstream_errors: metrics::UPSTREAM_ERRORS.with_label_values(&[route]),
+            allowed: metrics::AUTH_DECISIONS.with_label_values(&[route, "allow"]),
         }
     }
 }

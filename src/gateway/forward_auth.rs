@@ -149,14 +149,17 @@ fn original_request(
         // would let it choose the URL that is checked.
         return Err("both X-Original-URL and X-Forwarded-Uri/-Method: a front proxy sends only one (strip the other from client requests)");
     } else if let Some(original_url) = h(&X_ORIGINAL_URL) {
-        let url =
-            url::Url::parse(original_url).map_err(|_| "X-Original-URL is not an absolute URL")?;
-        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-            return Err("X-Original-URL must be an http(s) URL with a host");
-        }
-        // The raw target as sent, not `url`'s re-encoding: normalisation below must see what
-        // the app will see.
-        let after_scheme = &original_url[url.scheme().len() + 3..];
+        // Split by hand, not with a URL parser: the raw target as sent is what normalisation
+        // below must see (a parser re-encodes it), and this runs on every check.
+        let (scheme, after_scheme) = original_url
+            .split_once("://")
+            .ok_or("X-Original-URL is not an absolute URL")?;
+        let scheme = match scheme {
+            s if s.eq_ignore_ascii_case("https") => "https",
+            s if s.eq_ignore_ascii_case("http") => "http",
+            _ => return Err("X-Original-URL must be an http(s) URL"),
+        };
+        let after_scheme = after_scheme.split('#').next().unwrap_or_default();
         let (authority, target) = match after_scheme.find(['/', '?']) {
             Some(i) => (&after_scheme[..i], &after_scheme[i..]),
             None => (after_scheme, "/"),
@@ -169,7 +172,7 @@ fn original_request(
         let method = h(&X_ORIGINAL_METHOD).unwrap_or("GET").to_string();
         (
             method,
-            url.scheme().to_string(),
+            scheme.to_string(),
             authority.to_string(),
             target,
             Flavor::Nginx,
