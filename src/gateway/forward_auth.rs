@@ -4,10 +4,12 @@
 //! [`decide`](crate::decision::decide) as the proxy, and answers in the form each front proxy
 //! understands. Those headers are believed only from `server.trusted_proxies`.
 
+use super::respond::{self, Reply};
 use super::{cookie_header, deny, header_str, write_answer, Ctx, SEC_FETCH_SITE};
 use crate::auth::endpoints::{login_url, Answer};
 use crate::auth::render_identity_headers;
 use crate::decision::{self, Decision, Presented};
+use crate::headers::SecurityHeaders;
 use crate::request::{self, RequestView};
 use http::{HeaderName, StatusCode};
 use pingora::proxy::Session;
@@ -18,6 +20,11 @@ const X_FORWARDED_METHOD: HeaderName = HeaderName::from_static("x-forwarded-meth
 const X_FORWARDED_URI: HeaderName = HeaderName::from_static("x-forwarded-uri");
 const X_ORIGINAL_URL: HeaderName = HeaderName::from_static("x-original-url");
 const X_ORIGINAL_METHOD: HeaderName = HeaderName::from_static("x-original-method");
+
+static NO_SECURITY_HEADERS: SecurityHeaders = SecurityHeaders {
+    always: Vec::new(),
+    hsts: None,
+};
 
 /// How the front proxy wants "log in first" said.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -254,7 +261,7 @@ async fn answer(
             ctx.route = Some(route);
             // Anonymous (public) answers carry the identity headers empty: front proxies that
             // copy them onto the request (Traefik, Caddy) then overwrite whatever a client sent.
-            let headers = match identity {
+            let mut headers = match identity {
                 Some(who) => render_identity_headers(&ctx.rt.identity_headers, &who),
                 None => ctx
                     .rt
@@ -263,15 +270,25 @@ async fn answer(
                     .map(|(n, _)| (n.clone(), http::HeaderValue::from_static("")))
                     .collect(),
             };
-            let mut answer = Answer {
-                status: StatusCode::OK,
-                location: None,
-                set_cookies: Vec::new(),
-                content_type: None,
-                body: bytes::Bytes::new(),
-            };
-            answer.status = StatusCode::OK;
-            super::write_answer_with(session, ctx, answer, &headers).await
+            headers.push((
+                http::header::CACHE_CONTROL,
+                http::HeaderValue::from_static("no-store"),
+            ));
+            // The front proxy reads this answer, no browser does: the page security headers
+            // would only be bytes to write on every check.
+            respond::write(
+                session,
+                Reply {
+                    status: StatusCode::OK,
+                    content_type: None,
+                    body: bytes::Bytes::new(),
+                    security: &NO_SECURITY_HEADERS,
+                    extra: &headers,
+                    tls: ctx.tls,
+                },
+            )
+            .await?;
+            Ok(true)
         }
         Decision::Login {
             route,
