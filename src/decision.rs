@@ -7,6 +7,7 @@
 //! [`authorize`], which is pure and tested without a socket.
 
 use crate::auth::bearer::{bearer_token, token_scopes};
+use crate::auth::Lookup;
 use crate::oidc::BearerError;
 use crate::policy::{self, Verdict};
 use crate::request::RequestView;
@@ -91,6 +92,8 @@ pub struct Presented<'a> {
 pub enum Authenticated {
     /// No credentials, or none that count on this route.
     Nobody,
+    /// A session cookie that names no live session: like `Nobody`, and the cookie is cleared.
+    Stale,
     Session(Arc<SessionRecord>),
     Bearer(Arc<SessionRecord>),
     /// A Bearer token was presented and refused.
@@ -99,20 +102,33 @@ pub enum Authenticated {
     Unavailable,
 }
 
+/// A decision, and whether the answer should clear a session cookie that named no live
+/// session (so the browser stops sending it), whatever the answer is.
+#[derive(Debug)]
+pub struct Decided {
+    pub decision: Decision,
+    pub clear_session_cookie: bool,
+}
+
 /// Decides a request: routes it, authenticates it, applies CSRF and the route's policy.
 /// Counts the decision and writes the `access_denied` audit event for refusals.
-pub async fn decide(rt: &Runtime, view: &RequestView, presented: &Presented<'_>) -> Decision {
+pub async fn decide(rt: &Runtime, view: &RequestView, presented: &Presented<'_>) -> Decided {
+    let plain = |decision| Decided {
+        decision,
+        clear_session_cookie: false,
+    };
     let route = match route(rt, view) {
         Ok(route) => route,
-        Err(denied) => return denied,
+        Err(denied) => return plain(denied),
     };
     if route.auth == AuthMode::None {
-        return Decision::Forward {
+        return plain(Decision::Forward {
             route,
             identity: None,
-        };
+        });
     }
     let who = authenticate(rt, &route, view, presented).await;
+    let clear_session_cookie = matches!(who, Authenticated::Stale);
     let decision = authorize(route, view, presented, who);
     match &decision {
         Decision::Forward {
@@ -127,7 +143,10 @@ pub async fn decide(rt: &Runtime, view: &RequestView, presented: &Presented<'_>)
             }
         }
     }
-    decision
+    Decided {
+        decision,
+        clear_session_cookie,
+    }
 }
 
 /// The route for a request, or the answer when there is none.
@@ -172,10 +191,11 @@ async fn authenticate(
             };
         }
     }
-    match auth.session(presented.cookie).await {
-        // A session from another provider does not count on this route.
-        Ok(Some(s)) if s.provider == provider => Authenticated::Session(s),
-        Ok(_) => Authenticated::Nobody,
+    match auth.session_lookup(presented.cookie).await {
+        // A session from another provider does not count on this route (but is no stale one).
+        Ok(Lookup::Found(s)) if s.provider == provider => Authenticated::Session(s),
+        Ok(Lookup::Found(_) | Lookup::Absent) => Authenticated::Nobody,
+        Ok(Lookup::Stale) => Authenticated::Stale,
         Err(_) => Authenticated::Unavailable,
     }
 }
@@ -215,10 +235,10 @@ pub fn authorize(
                 route,
             )
         }
-        Authenticated::Nobody | Authenticated::Unavailable if required => {
+        Authenticated::Nobody | Authenticated::Stale | Authenticated::Unavailable if required => {
             return login_or_401(route, view, false)
         }
-        Authenticated::Nobody | Authenticated::Unavailable => {
+        Authenticated::Nobody | Authenticated::Stale | Authenticated::Unavailable => {
             return Decision::Forward {
                 route,
                 identity: None,

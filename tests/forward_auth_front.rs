@@ -293,7 +293,49 @@ with_both_fronts!(
     api_requests_without_a_session_get_401,
     the_route_policy_denies_with_403,
     original_request_headers_from_clients_are_not_believed,
+    a_dead_session_cookie_is_cleared_through_the_front_proxy,
 );
+
+/// A cookie whose session ended elsewhere (logged out from another client) is cleared by the
+/// `Set-Cookie` of the forward-auth answer, which the front proxy passes to the browser.
+async fn a_dead_session_cookie_is_cleared_through_the_front_proxy(kind: Kind) {
+    let w = World::start(kind);
+    w.ready().await;
+    let browser = w.logged_in("alice", "/private").await;
+    let cookie = browser
+        .cookie_for(&w.url("/"), "_portcullis")
+        .expect("a session cookie after login");
+    // The session ends through another client; the browser still holds its cookie.
+    let out = w
+        .client()
+        .get(w.url("/.portcullis/logout"))
+        .header("cookie", format!("_portcullis={cookie}"))
+        .send()
+        .await
+        .unwrap();
+    assert!(out.status().as_u16() < 400, "logout: {}", out.status());
+    assert!(browser.cookie_for(&w.url("/"), "_portcullis").is_some());
+
+    let page = browser.get_once(&w.url("/private/again")).await;
+    assert_eq!(
+        page.status, 302,
+        "{kind:?}: sent to log in again: {}",
+        page.body
+    );
+    let cleared = page
+        .header_all("set-cookie")
+        .into_iter()
+        .any(|c| c.starts_with("_portcullis=;") && c.contains("Max-Age=0"));
+    assert!(
+        cleared,
+        "{kind:?}: the dead cookie is cleared: {:?}",
+        page.headers
+    );
+    assert!(
+        browser.cookie_for(&w.url("/"), "_portcullis").is_none(),
+        "{kind:?}: the browser dropped the dead cookie"
+    );
+}
 
 /// Not logged in: the browser is sent to the login start on the app's own host, logs in at the
 /// IdP, comes back to the very URL it asked for, and the app receives the identity.

@@ -145,8 +145,17 @@ impl Auth {
         &self,
         cookie_header: Option<&str>,
     ) -> Result<Option<Arc<SessionRecord>>, StoreError> {
+        Ok(match self.session_lookup(cookie_header).await? {
+            Lookup::Found(record) => Some(record),
+            Lookup::Absent | Lookup::Stale => None,
+        })
+    }
+
+    /// Like [`Auth::session`], telling a request without a session cookie from one whose cookie
+    /// names no live session (tampered, under a retired key, expired, logged out, revoked).
+    pub async fn session_lookup(&self, cookie_header: Option<&str>) -> Result<Lookup, StoreError> {
         let Some(header) = cookie_header else {
-            return Ok(None);
+            return Ok(Lookup::Absent);
         };
         let now = self.clock.now_secs();
         let mut presented = false;
@@ -159,8 +168,9 @@ impl Auth {
         let Some(sid) = sid else {
             if presented {
                 metrics::INVALID_COOKIES.inc();
+                return Ok(Lookup::Stale);
             }
-            return Ok(None);
+            return Ok(Lookup::Absent);
         };
         let record = match self.cache.load(self.store.as_ref(), &sid).await {
             Ok(r) => r,
@@ -169,10 +179,11 @@ impl Auth {
                 return Err(e);
             }
         };
-        match record {
-            Some(r) if self.config.refresh && refresh_due(&r, now) => Ok(self.refresh(r).await),
-            other => Ok(other),
-        }
+        let live = match record {
+            Some(r) if self.config.refresh && refresh_due(&r, now) => self.refresh(r).await,
+            other => other,
+        };
+        Ok(live.map_or(Lookup::Stale, Lookup::Found))
     }
 
     /// Refreshes the IdP tokens of `record`, once per session across every request and
@@ -281,6 +292,16 @@ impl Auth {
         }
         Ok(())
     }
+}
+
+/// What a request's session cookie stands for.
+#[derive(Debug)]
+pub enum Lookup {
+    /// No session cookie.
+    Absent,
+    /// A session cookie that names no live session: the answer should clear it.
+    Stale,
+    Found(Arc<SessionRecord>),
 }
 
 /// The outcome of one refresh attempt.

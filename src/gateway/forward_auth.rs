@@ -110,9 +110,12 @@ pub(super) async fn handle(
         origin: header_str(req, &http::header::ORIGIN),
         fetch_site: header_str(req, &SEC_FETCH_SITE),
     };
-    let decision = decision::decide(&rt, &original.view, &presented).await;
+    let decided = decision::decide(&rt, &original.view, &presented).await;
     drop(cookies);
-    answer(session, ctx, &original, decision).await
+    if decided.clear_session_cookie {
+        ctx.clear_cookie = super::clearing_cookie(&rt);
+    }
+    answer(session, ctx, &original, decided.decision).await
 }
 
 /// nginx `auth_request` is recognised by `X-Original-URL` or asked for with `?mode=nginx`.
@@ -274,6 +277,9 @@ async fn answer(
                 http::header::CACHE_CONTROL,
                 http::HeaderValue::from_static("no-store"),
             ));
+            if let Some(clear) = &ctx.clear_cookie {
+                headers.push((http::header::SET_COOKIE, clear.clone()));
+            }
             // The front proxy reads this answer, no browser does: the page security headers
             // would only be bytes to write on every check.
             respond::write(

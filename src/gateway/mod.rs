@@ -47,6 +47,9 @@ pub struct Ctx {
     host_header: Option<String>,
     /// Identity headers rendered for this request's session (empty when anonymous).
     identity: Vec<(http::HeaderName, http::HeaderValue)>,
+    /// `Set-Cookie` clearing a session cookie that named no live session, for whatever answer
+    /// this request gets.
+    clear_cookie: Option<http::HeaderValue>,
 }
 
 impl Ctx {
@@ -70,6 +73,7 @@ impl ProxyHttp for Gateway {
             client_ip: None,
             host_header: None,
             identity: Vec::new(),
+            clear_cookie: None,
         }
     }
 
@@ -167,9 +171,12 @@ impl ProxyHttp for Gateway {
             origin: header_str(req, &http::header::ORIGIN),
             fetch_site: header_str(req, &SEC_FETCH_SITE),
         };
-        let decision = decision::decide(&rt, &view, &presented).await;
+        let decided = decision::decide(&rt, &view, &presented).await;
         drop(cookies);
-        self.answer(session, ctx, &view, decision).await
+        if decided.clear_session_cookie {
+            ctx.clear_cookie = clearing_cookie(&rt);
+        }
+        self.answer(session, ctx, &view, decided.decision).await
     }
 
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
@@ -213,6 +220,9 @@ impl ProxyHttp for Gateway {
     ) -> Result<()> {
         for name in &ctx.rt.remove_response {
             resp.remove_header(name);
+        }
+        if let Some(clear) = &ctx.clear_cookie {
+            resp.append_header(http::header::SET_COOKIE, clear.clone())?;
         }
         let Some(route) = ctx.route.as_deref() else {
             return Ok(());
@@ -487,6 +497,12 @@ impl Gateway {
     }
 }
 
+/// The `Set-Cookie` that clears the session cookie.
+fn clearing_cookie(rt: &Runtime) -> Option<http::HeaderValue> {
+    let auth = rt.auth.as_ref()?;
+    http::HeaderValue::from_str(&auth.config.cookie.clear_cookie()).ok()
+}
+
 const SEC_FETCH_SITE: http::HeaderName = http::HeaderName::from_static("sec-fetch-site");
 
 /// A request header as text, when present and visible ASCII.
@@ -544,6 +560,9 @@ async fn write_answer_with(
     headers: &[(http::HeaderName, http::HeaderValue)],
 ) -> Result<bool> {
     let mut extra = headers.to_vec();
+    if let Some(clear) = &ctx.clear_cookie {
+        extra.push((http::header::SET_COOKIE, clear.clone()));
+    }
     if let Some(loc) = &answer.location {
         if let Ok(v) = http::HeaderValue::from_str(loc) {
             extra.push((http::header::LOCATION, v));
@@ -639,11 +658,13 @@ async fn deny_with(
         _ if status == StatusCode::UNAUTHORIZED => Some(http::HeaderValue::from_static("Bearer")),
         _ => None,
     };
-    let challenge = value.map(|v| [(http::header::WWW_AUTHENTICATE, v)]);
-    let extra: &[_] = match &challenge {
-        Some(c) => c,
-        None => &[],
-    };
+    let mut extra = Vec::new();
+    if let Some(v) = value {
+        extra.push((http::header::WWW_AUTHENTICATE, v));
+    }
+    if let Some(clear) = &ctx.clear_cookie {
+        extra.push((http::header::SET_COOKIE, clear.clone()));
+    }
     respond::write(
         session,
         Reply {
@@ -651,7 +672,7 @@ async fn deny_with(
             content_type: Some(ct),
             body,
             security: &ctx.rt.own_pages,
-            extra,
+            extra: &extra,
             tls: ctx.tls,
         },
     )
@@ -669,6 +690,9 @@ async fn answer_as_upstream(
     body: bytes::Bytes,
 ) -> Result<bool> {
     let mut extra = route.headers.response_add.clone();
+    if let Some(clear) = &ctx.clear_cookie {
+        extra.push((http::header::SET_COOKIE, clear.clone()));
+    }
     if content_type.is_some() {
         extra.push((
             http::header::CACHE_CONTROL,
