@@ -138,6 +138,11 @@ http {
             default_type text/plain;
             return 200 "$BODY";
         }
+        # The forward-auth baseline: a static 200 with an empty body, like Portcullis' answer
+        # (with a body nginx's auth_request cannot keep the connection to it alive).
+        location = /auth-ok {
+            return 200;
+        }
     }
 }
 EOF
@@ -412,8 +417,8 @@ CONF
         sleep 0.1
     done
     start_nginx_auth_front nginx_auth_static "nginx auth_request → static 200" \
-        "127.0.0.1:$UPSTREAM_PORT" "/" \
-        "the auth location proxies to the upstream nginx's return 200 (the same hop as Portcullis); CPU counts the front nginx" ""
+        "127.0.0.1:$UPSTREAM_PORT" "/auth-ok" \
+        "the auth location proxies to the upstream nginx's \`return 200\` (empty body; the same hop as Portcullis); CPU counts the front nginx" ""
     start_nginx_auth_front nginx_auth_portcullis "nginx auth_request → Portcullis" \
         "127.0.0.1:$fa_port" "/.portcullis/auth" \
         "/.portcullis/auth for a logged-in user (Redis store, session cache hit); CPU counts the front nginx and Portcullis" "$fa_pid"
