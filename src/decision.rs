@@ -151,7 +151,10 @@ pub async fn decide(rt: &Runtime, view: &RequestView, presented: &Presented<'_>)
 
 /// The route for a request, or the answer when there is none.
 pub fn route(rt: &Runtime, req: &RequestView) -> Result<Arc<Route>, Decision> {
-    let Some(route) = rt.routes.find(&req.host, &req.path) else {
+    let Some(route) = rt
+        .routes
+        .find(&req.host, &crate::path::without_params(&req.path))
+    else {
         return Err(Decision::Deny {
             status: StatusCode::NOT_FOUND,
             reason: "no route for this host and path",
@@ -180,7 +183,7 @@ async fn authenticate(
     let (Some(auth), Some(provider)) = (rt.auth.as_ref(), route.provider.as_deref()) else {
         return Authenticated::Nobody;
     };
-    if route.is_public(&view.path) {
+    if route.is_public(&crate::path::without_params(&view.path)) {
         return Authenticated::Nobody;
     }
     if route.bearer {
@@ -207,7 +210,7 @@ pub fn authorize(
     presented: &Presented<'_>,
     who: Authenticated,
 ) -> Decision {
-    if route.auth == AuthMode::None || route.is_public(&view.path) {
+    if route.auth == AuthMode::None || route.is_public(&crate::path::without_params(&view.path)) {
         return Decision::Forward {
             route,
             identity: None,

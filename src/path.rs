@@ -168,6 +168,31 @@ fn normalize_full(raw: &str) -> Result<String, PathError> {
     Ok(result)
 }
 
+/// `path` (normalised) without `;` parameters in its segments, for matching routes and public
+/// paths: Java servlet containers (Tomcat, Jetty, Spring, ...) drop `;jsessionid=...` and any
+/// other `;param` before routing, so `/admin;x/users` *is* `/admin/users` to the app and must
+/// meet `/admin`'s rules. Segments that were only parameters disappear. Allocates only when
+/// there is a `;`.
+pub fn without_params(path: &str) -> std::borrow::Cow<'_, str> {
+    if !path.contains(';') {
+        return std::borrow::Cow::Borrowed(path);
+    }
+    let mut out = String::with_capacity(path.len());
+    let segments: Vec<&str> = path.split('/').skip(1).collect();
+    let last = segments.len().saturating_sub(1);
+    for (i, segment) in segments.iter().enumerate() {
+        let name = segment.split(';').next().unwrap_or("");
+        if !name.is_empty() || i == last {
+            out.push('/');
+            out.push_str(name);
+        }
+    }
+    if out.is_empty() {
+        out.push('/');
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// Whether `path` (normalised) falls under `prefix` on a segment boundary: `/api` covers `/api`
 /// and `/api/x` but not `/apix`; a prefix ending in `/` covers everything below it.
 pub fn under_prefix(path: &str, prefix: &str) -> bool {
@@ -186,6 +211,26 @@ pub fn under_prefix(path: &str, prefix: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn params_are_dropped_for_matching() {
+        for (given, want) in [
+            ("/admin", "/admin"),
+            ("/admin;x", "/admin"),
+            ("/admin;x/users", "/admin/users"),
+            ("/admin;jsessionid=1/users;a=b;c", "/admin/users"),
+            ("/;/admin", "/admin"),
+            ("/;x", "/"),
+            ("/admin;x/", "/admin/"),
+            ("/a/;x/b", "/a/b"),
+        ] {
+            assert_eq!(without_params(given), want, "{given}");
+        }
+        assert!(matches!(
+            without_params("/plain/path"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+    }
 
     fn ok(raw: &str) -> String {
         normalize(raw).unwrap_or_else(|e| panic!("{raw:?} refused: {e:?}"))

@@ -204,7 +204,10 @@ impl Rule {
     }
 
     /// Whether this deny rule applies. Facts that cannot be established count as matching,
-    /// so a deny rule fails closed: a malformed email in a denied domain is still denied.
+    /// so a deny rule fails closed: a malformed or missing email under an `emails` or
+    /// `email_domains` deny rule is denied, as is an unknown client address under `networks`.
+    /// (Groups and claims cannot fail closed: a user outside every group is simply not in a
+    /// denied one.)
     fn denies(&self, who: &SessionRecord, cx: Context<'_>, mfa: &MfaSettings) -> bool {
         if let Some(users) = &self.users {
             if !users.contains(&who.user) {
@@ -215,8 +218,8 @@ impl Rule {
         if let Some(emails) = &self.emails {
             let hit = match email {
                 Some(Some((whole, _))) => emails.iter().any(|e| e.eq_ignore_ascii_case(whole)),
-                Some(None) => true,
-                None => false,
+                // Malformed, or no email at all (access tokens often carry none): denied.
+                Some(None) | None => true,
             };
             if !hit {
                 return false;
@@ -225,8 +228,7 @@ impl Rule {
         if let Some(domains) = &self.email_domains {
             let hit = match email {
                 Some(Some((_, domain))) => domains.iter().any(|d| d.eq_ignore_ascii_case(domain)),
-                Some(None) => true,
-                None => false,
+                Some(None) | None => true,
             };
             if !hit {
                 return false;
@@ -584,6 +586,17 @@ mod tests {
                 "{other}"
             );
         }
+        // No email at all: never allowed by an email rule, always denied by one.
+        let mut who = alice();
+        who.email = None;
+        assert!(matches!(
+            allow.evaluate(&who, cx(&get, "1.1.1.1")),
+            Verdict::Deny(_)
+        ));
+        assert!(matches!(
+            deny.evaluate(&who, cx(&get, "1.1.1.1")),
+            Verdict::Deny(_)
+        ));
         // An email the IdP marks unverified does not count.
         let mut who = alice();
         who.claims

@@ -140,7 +140,8 @@ impl TrustedProxies {
     }
 
     /// The real client address: the peer itself, unless the peer is trusted, in which case the
-    /// right-most address in `X-Forwarded-For` that is not itself a trusted proxy.
+    /// right-most address in `X-Forwarded-For` that is not itself a trusted proxy. `None` when
+    /// a malformed entry comes before any such address.
     pub fn client_ip(&self, peer: Option<IpAddr>, forwarded_for: Option<&str>) -> Option<IpAddr> {
         let peer = peer.map(canonical)?;
         if !self.contains(peer) {
@@ -152,8 +153,10 @@ impl TrustedProxies {
         let mut leftmost = None;
         for entry in xff.rsplit(',') {
             let Ok(ip) = entry.trim().parse::<IpAddr>().map(canonical) else {
-                // A malformed hop breaks the chain of trust: stop at the last good one.
-                return Some(leftmost.unwrap_or(peer));
+                // A malformed hop breaks the chain of trust before an untrusted address was
+                // found: the client is unknown (policies on networks then fail closed), not
+                // the proxy that forwarded the garbage.
+                return None;
             };
             if !self.contains(ip) {
                 return Some(ip);
@@ -268,7 +271,15 @@ mod tests {
             Some("198.51.100.7".parse().unwrap())
         );
         assert_eq!(trusted.client_ip(Some(peer), None), Some(peer));
-        assert_eq!(trusted.client_ip(Some(peer), Some("garbage")), Some(peer));
+        assert_eq!(trusted.client_ip(Some(peer), Some("garbage")), None);
+        assert_eq!(
+            trusted.client_ip(Some(peer), Some("garbage, 198.51.100.7")),
+            Some("198.51.100.7".parse().unwrap())
+        );
+        assert_eq!(
+            trusted.client_ip(Some(peer), Some("10.9.9.9, invalid, 10.2.2.2")),
+            None
+        );
         let mapped: IpAddr = "::ffff:10.1.1.1".parse().unwrap();
         assert!(trusted.contains(mapped));
     }

@@ -1150,3 +1150,15 @@ async fn a_burst_of_unknown_kids_refetches_the_jwks_once() {
     assert!(w.pc.is_running());
     w.assert_tokens_not_logged(&[&good, &unknown]);
 }
+
+/// ID tokens are signed by the same keys for the same audience (the client id) but are no
+/// access credential: a leaked one must not open Bearer routes.
+#[tokio::test]
+async fn id_tokens_are_not_bearer_credentials() {
+    let w = world().await;
+    let base = good_claims(&w.idp);
+    for claim in ["nonce", "at_hash", "c_hash"] {
+        let token = signed(&w.idp, with(&base, serde_json::json!({ claim: "x" }))).await;
+        refused(&w, &token, "an ID token is not an access token").await;
+    }
+}

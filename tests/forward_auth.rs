@@ -49,7 +49,8 @@ fn world(trusted: &str) -> World {
          \x20 - {{ host: app.test, path: /admin, allow: {{ groups: [admins] }} }}\n\
          \x20 - {{ host: open.test, auth: none }}\n\
          \x20 - {{ host: both.test, upstream: \"{up}\", allow: {{ groups: [admins] }} }}\n\
-         \x20 - {{ host: both.test, path: /staff, upstream: \"{up}\", allow: {{ groups: [staff] }} }}\n",
+         \x20 - {{ host: both.test, path: /staff, upstream: \"{up}\", allow: {{ groups: [staff] }} }}\n\
+         \x20 - {{ host: both.test, path: /office, upstream: \"{up}\", allow: {{ networks: [10.0.0.0/8] }} }}\n",
         issuer = idp.issuer(),
         up = up.url(),
     );
@@ -337,19 +338,39 @@ async fn path_and_host_tricks_in_forwarded_headers_do_not_bypass_login() {
     let w = world("127.0.0.1/32");
     ready(&w).await;
     let bob = session_of(&w, "bob").await;
-    // Normalised first, then matched: these are all the protected /admin or a private path.
+    // The front proxy forwards the raw target, which an app may resolve differently than
+    // Portcullis' normalised path (`/admin/../public/x` to a prefix router is under /admin):
+    // dot segments, encoded dots and empty segments are refused, never decided on.
     for uri in [
         "/public/../admin",
+        "/admin/../public/x",
         "//public/../admin",
-        "/public/./../admin",
+        "/public/./x",
+        "/public//x",
         "/public/%2e%2e/admin",
         "/public/%2E%2E/admin",
+        "/public/.%2e/admin",
+        "/public/%2e/x",
     ] {
         let r = check(&w, "GET", "app.test", uri, &[]).await;
-        assert_eq!(r.status, 401, "{uri}: {}", r.text());
+        assert_eq!(r.status, 400, "{uri}: {}", r.text());
         let r = check(&w, "GET", "app.test", uri, &[("cookie", &bob)]).await;
-        assert_eq!(r.status, 403, "{uri} for bob is /admin");
+        assert_eq!(r.status, 400, "{uri} for bob");
+        let r = check_nginx(&w, &format!("http://app.test{uri}"), &[("cookie", &bob)]).await;
+        assert_eq!(r.status, 403, "nginx {uri}");
     }
+    // Path parameters: servlet containers drop `;x`, so `/admin;x` is /admin's.
+    for uri in ["/admin;x", "/admin;jsessionid=1/users", "/;/admin"] {
+        let r = check(&w, "GET", "app.test", uri, &[("cookie", &bob)]).await;
+        assert_eq!(r.status, 403, "{uri} for bob is under /admin");
+    }
+    assert_eq!(
+        check(&w, "GET", "app.test", "/public;x/y", &[])
+            .await
+            .status,
+        200,
+        "public paths keep working with parameters"
+    );
     // Paths are case-sensitive: /PUBLIC is not /public.
     assert_eq!(
         check(&w, "GET", "app.test", "/PUBLIC/x", &[]).await.status,
@@ -438,7 +459,18 @@ async fn envoy_ext_authz_checks_the_appended_path() {
         &[("cookie", &bob)],
     )
     .await;
-    assert_eq!(r.status, 403, "normalised to /admin");
+    assert_eq!(
+        r.status, 400,
+        "dot segments in the original path are refused"
+    );
+    let r = raw_get(
+        w.port(),
+        "app.test",
+        "/.portcullis/auth/envoy/admin;x",
+        &[("cookie", &bob)],
+    )
+    .await;
+    assert_eq!(r.status, 403, "/admin;x is /admin");
 }
 
 /// One engine: for the same user and path, forward-auth and the proxy decide alike.
@@ -465,5 +497,67 @@ async fn forward_auth_and_proxy_decide_alike() {
                 "{who} {path}: proxy {proxied}, forward-auth {checked}"
             );
         }
+    }
+}
+
+/// Behind a trusted proxy that appends its own `X-Forwarded-For` line (HAProxy), every line
+/// counts: the client's own line cannot make it look like it comes from the office network.
+/// And headers that make apps serve another path or method never reach the app.
+#[tokio::test]
+async fn forwarded_for_lines_and_override_headers_from_behind_a_trusted_proxy() {
+    let w = world("127.0.0.1/32");
+    ready(&w).await;
+    let alice = session_of(&w, "alice").await;
+    let get = |xff: Vec<&'static str>| {
+        let port = w.port();
+        let cookie = alice.clone();
+        async move {
+            let mut req = format!("GET /office HTTP/1.1\r\nHost: both.test\r\nCookie: {cookie}\r\nAccept: application/json\r\nConnection: close\r\n");
+            for line in xff {
+                req.push_str(&format!("X-Forwarded-For: {line}\r\n"));
+            }
+            req.push_str("\r\n");
+            support::raw(port, req.as_bytes()).await.unwrap().status
+        }
+    };
+    assert_eq!(
+        get(vec!["10.1.1.1"]).await,
+        200,
+        "from the office through the proxy"
+    );
+    assert_eq!(
+        get(vec!["10.1.1.1", "203.0.113.9"]).await,
+        403,
+        "the proxy's line names the real client"
+    );
+    assert_eq!(get(vec!["10.1.1.1, 203.0.113.9"]).await, 403);
+    assert_eq!(
+        get(vec!["garbage"]).await,
+        403,
+        "an unreadable chain is no office address"
+    );
+
+    let r = raw_get(
+        w.port(),
+        "both.test",
+        "/staff/x",
+        &[
+            ("cookie", &alice),
+            ("x-original-url", "/admin"),
+            ("x-rewrite-url", "/admin"),
+            ("x-http-method-override", "DELETE"),
+            ("x-method-override", "DELETE"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let seen = w.up.last();
+    for name in [
+        "x-original-url",
+        "x-rewrite-url",
+        "x-http-method-override",
+        "x-method-override",
+    ] {
+        assert!(!seen.has_header(name), "{name} reached the app");
     }
 }

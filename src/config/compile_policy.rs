@@ -43,6 +43,12 @@ pub fn policy(r: &schema::Route, key: &str, mfa: MfaSettings, p: &mut Problems) 
     };
     let allow = rules("allow", &r.allow);
     let deny = rules("deny", &r.deny);
+    if deny.iter().any(|rule| rule.mfa) {
+        p.add(
+            format!("{key}.deny"),
+            "mfa applies to allow rules (a deny rule with mfa: true would refuse exactly the users who did use MFA)",
+        );
+    }
     Policy { allow, deny, mfa }
 }
 

@@ -341,3 +341,15 @@ fn unknown_keys_unset_variables_and_bad_values_are_reported_together() {
     // The empty value left by the unset variable is not reported a second time.
     assert_eq!(errs.len(), expect.len(), "{errs:#?}");
 }
+
+#[test]
+fn mfa_belongs_in_allow_rules() {
+    let errs = errors(&format!(
+        "{WITH_PROVIDER}routes:\n  - upstream: echo://\n    deny: {{ groups: [x], mfa: true }}\n"
+    ));
+    assert!(
+        errs.iter()
+            .any(|e| e.contains("routes[0].deny: mfa applies to allow rules")),
+        "{errs:?}"
+    );
+}

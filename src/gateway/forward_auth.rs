@@ -228,6 +228,9 @@ fn original_request(
     if target.len() > request::MAX_TARGET_BYTES {
         return Err("original request target too long");
     }
+    if resolves_differently(target.split('?').next().unwrap_or_default()) {
+        return Err("the original path has dot segments, encoded dots or empty segments: the app could resolve it differently than Portcullis");
+    }
     let (path, query) = request::split_target(&target).map_err(|e| e.reason())?;
     let mut url = format!("{scheme}://{authority}{path}");
     if let Some(q) = &query {
@@ -243,12 +246,28 @@ fn original_request(
         query,
         client_ip: ctx.client_ip,
         wants_html: auth_view.wants_html,
+        // `Upgrade` is hop-by-hop and nginx does not pass it to `auth_request`; the
+        // handshake's own headers are end-to-end.
         websocket: req
             .headers
             .get(http::header::UPGRADE)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket")),
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
+            || req.headers.contains_key(http::header::SEC_WEBSOCKET_KEY),
     };
     Ok(Original { view, url, flavor })
+}
+
+/// Whether a raw path is one the app behind the front proxy may route differently than
+/// Portcullis' normalised form: the front proxy forwards the raw target, and a prefix router in
+/// the app that does not resolve `..` would send `/admin/../public` to its admin handler while
+/// Portcullis decided on `/public`. In proxy mode the app gets the normalised path instead.
+fn resolves_differently(raw_path: &str) -> bool {
+    raw_path.contains("//")
+        || raw_path
+            .as_bytes()
+            .windows(3)
+            .any(|w| w[0] == b'%' && w[1] == b'2' && (w[2] == b'e' || w[2] == b'E'))
+        || raw_path.split('/').any(|seg| seg == "." || seg == "..")
 }
 
 /// Answers a decision in the forward-auth dialect.

@@ -13,24 +13,64 @@ pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-p
 pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 pub const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
-/// Headers a client could use to confuse the app about the path or the client; dropped unless
-/// a trusted proxy sent them.
-const UNTRUSTED_DROP: [HeaderName; 8] = [
+/// Headers that tell the app about the client or the address it used; dropped unless a
+/// trusted proxy sent them.
+const UNTRUSTED_DROP: [HeaderName; 4] = [
     http::header::FORWARDED,
     HeaderName::from_static("x-forwarded-port"),
     HeaderName::from_static("x-forwarded-prefix"),
     HeaderName::from_static("x-forwarded-server"),
+];
+
+/// Headers that make frameworks serve another path or method than the request line names
+/// (Symfony and IIS `X-Original-URL`, method-override middleware). Portcullis decided on the
+/// request line, so the app must act on it too: always dropped, whoever sent them.
+const ALWAYS_DROP: [HeaderName; 7] = [
     HeaderName::from_static("x-original-url"),
     HeaderName::from_static("x-original-uri"),
     HeaderName::from_static("x-original-method"),
     HeaderName::from_static("x-rewrite-url"),
+    HeaderName::from_static("x-http-method-override"),
+    HeaderName::from_static("x-http-method"),
+    HeaderName::from_static("x-method-override"),
 ];
+
+/// Every line of a list header, joined with `, ` (borrowed when there is one line). Proxies
+/// such as HAProxy append their own `X-Forwarded-For` line instead of extending the client's:
+/// reading only the first line would believe the client's part of the chain.
+pub fn all_values<'a>(
+    headers: &'a http::HeaderMap,
+    name: &HeaderName,
+) -> Option<std::borrow::Cow<'a, str>> {
+    // A line that is not text breaks the chain where it stands: nothing left of it is believed.
+    let mut lines = headers
+        .get_all(name)
+        .iter()
+        .map(|v| v.to_str().unwrap_or("invalid"));
+    let first = lines.next()?;
+    match lines.next() {
+        None => Some(std::borrow::Cow::Borrowed(first)),
+        Some(second) => {
+            let mut joined = format!("{first}, {second}");
+            for line in lines {
+                joined.push_str(", ");
+                joined.push_str(line);
+            }
+            Some(std::borrow::Cow::Owned(joined))
+        }
+    }
+}
 
 /// Applies the forwarding headers to the request the upstream will receive (also used to show
 /// that request in `echo://`).
 pub fn prepare(req: &mut RequestHeader, ctx: &Ctx, route: &Route) -> Result<()> {
     let peer = ctx.peer_ip.map(|ip| ip.to_string()).unwrap_or_default();
     let trusted = ctx.peer_trusted;
+    for name in &ALWAYS_DROP {
+        if req.headers.contains_key(name) {
+            req.remove_header(name);
+        }
+    }
     if !trusted {
         for name in &UNTRUSTED_DROP {
             if req.headers.contains_key(name) {
@@ -38,16 +78,13 @@ pub fn prepare(req: &mut RequestHeader, ctx: &Ctx, route: &Route) -> Result<()> 
             }
         }
     }
-    let incoming_xff = req
-        .headers
-        .get(&X_FORWARDED_FOR)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| trusted && !v.trim().is_empty());
+    let incoming_xff =
+        all_values(&req.headers, &X_FORWARDED_FOR).filter(|v| trusted && !v.trim().is_empty());
     let peer_text =
         http::HeaderValue::from_str(&peer).unwrap_or(http::HeaderValue::from_static(""));
     let xff = match incoming_xff {
         Some(chain) if !peer.is_empty() => format!("{chain}, {peer}"),
-        Some(chain) => chain.to_string(),
+        Some(chain) => chain.into_owned(),
         None => peer,
     };
     if xff.is_empty() {

@@ -104,11 +104,8 @@ impl ProxyHttp for Gateway {
                 .get(&forwarded::X_FORWARDED_PROTO)
                 .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
         ctx.tls = downstream_tls || forwarded_https;
-        let xff = req
-            .headers
-            .get(&forwarded::X_FORWARDED_FOR)
-            .and_then(|v| v.to_str().ok());
-        ctx.client_ip = rt.trusted_proxies.client_ip(ctx.peer_ip, xff);
+        let xff = forwarded::all_values(&req.headers, &forwarded::X_FORWARDED_FOR);
+        ctx.client_ip = rt.trusted_proxies.client_ip(ctx.peer_ip, xff.as_deref());
         let wants_html = request::accepts_html(
             req.headers
                 .get(http::header::ACCEPT)

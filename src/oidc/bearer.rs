@@ -40,6 +40,8 @@ pub enum BearerError {
     MissingClaim,
     #[error("the token's signing keys are not available yet")]
     Unavailable,
+    #[error("an ID token is not an access token")]
+    IdToken,
 }
 
 /// The signing keys usable for verification in a JWKS (any JSON form of it); keys that are
@@ -146,6 +148,15 @@ pub fn verify(
     let mut last = BearerError::Signature;
     for k in usable {
         match jsonwebtoken::decode::<Map<String, Value>>(token, &k.key, &validation) {
+            // ID tokens are signed by the same keys for the same audience (the client id), and
+            // leak more easily (front-end code, logs): only access tokens are credentials here.
+            Ok(data)
+                if ["nonce", "at_hash", "c_hash"]
+                    .iter()
+                    .any(|c| data.claims.contains_key(*c)) =>
+            {
+                return Err(Some(BearerError::IdToken))
+            }
             Ok(data) => return Ok(data.claims),
             Err(e) => {
                 use jsonwebtoken::errors::ErrorKind as K;

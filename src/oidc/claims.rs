@@ -37,18 +37,21 @@ pub struct Identity {
 }
 
 impl Identity {
-    /// `user` falls back to `email`, then `sub`, so that every login has a user name.
+    /// `user` falls back to a verified (or not explicitly unverified) `email`, then `sub`, so
+    /// that every login has a user name.
     pub fn from_claims(claims: &Map<String, Value>, names: &ClaimNames) -> Option<Identity> {
         let string = |k: &str| claims.get(k).and_then(Value::as_str).map(str::to_string);
         let sub = string("sub")?;
         let email = string(&names.email);
+        let email_verified = claims.get("email_verified").and_then(Value::as_bool);
+        // An address the IdP says it has not verified could be anyone's: never a user name.
         let user = string(&names.user)
-            .or_else(|| email.clone())
+            .or_else(|| email.clone().filter(|_| email_verified != Some(false)))
             .unwrap_or_else(|| sub.clone());
         Some(Identity {
             user,
             email,
-            email_verified: claims.get("email_verified").and_then(Value::as_bool),
+            email_verified,
             name: string(&names.name),
             groups: list(claims.get(&names.groups)),
             amr: list(claims.get("amr")),
@@ -85,6 +88,23 @@ pub fn payload(jwt: &str) -> Option<Map<String, Value>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unverified_email_is_never_the_user_name() {
+        let names = ClaimNames::default();
+        let c =
+            serde_json::json!({ "sub": "u-9", "email": "ceo@corp.com", "email_verified": false });
+        let id = Identity::from_claims(c.as_object().unwrap(), &names).unwrap();
+        assert_eq!(id.user, "u-9");
+        let c =
+            serde_json::json!({ "sub": "u-9", "email": "ceo@corp.com", "email_verified": true });
+        assert_eq!(
+            Identity::from_claims(c.as_object().unwrap(), &names)
+                .unwrap()
+                .user,
+            "ceo@corp.com"
+        );
+    }
 
     #[test]
     fn identity_from_mapped_claims() {
