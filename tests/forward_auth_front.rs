@@ -49,6 +49,11 @@ const EXTRA_ROUTES: &str = "
 const NGINX_CERTIFICATE: &str = "    ssl_certificate     /etc/ssl/certs/app.example.com.pem;
     ssl_certificate_key /etc/ssl/private/app.example.com.key;
 ";
+const NGINX_DEFAULT_SERVER: &str = "    listen 443 ssl default_server;
+    listen 80 default_server;
+    server_name _;
+    ssl_reject_handshake on;
+";
 const NGINX_REDIRECT_SERVER: &str = "server {
     listen 80;
     server_name app.example.com;
@@ -133,6 +138,12 @@ impl World {
                 &[
                     // Plain HTTP on a free port instead of TLS on 443, and no redirect server.
                     (NGINX_REDIRECT_SERVER, String::new()),
+                    // The catch-all server on the same plain port.
+                    (
+                        NGINX_DEFAULT_SERVER,
+                        "    listen 127.0.0.1:@PORT@ default_server;\n    server_name _;\n"
+                            .to_string(),
+                    ),
                     ("listen 443 ssl;", "listen 127.0.0.1:@PORT@;".to_string()),
                     (NGINX_CERTIFICATE, String::new()),
                     (
@@ -295,6 +306,30 @@ with_both_fronts!(
     original_request_headers_from_clients_are_not_believed,
     a_dead_session_cookie_is_cleared_through_the_front_proxy,
 );
+
+/// nginx serves only the app's host: a request naming another host (say, that of a public
+/// route in Portcullis' config) gets no answer instead of reaching the app.
+#[tokio::test]
+async fn nginx_answers_no_other_host() {
+    let w = World::start(Kind::Nginx);
+    w.ready().await;
+    let before = w.up.count();
+    let other = support::raw(
+        w.front.port(),
+        b"GET /private HTTP/1.1\r\nHost: open.example.com\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(
+        other.as_ref().map_or(true, |r| r.status == 0),
+        "another Host was answered: {:?}",
+        other.map(|r| r.status)
+    );
+    assert_eq!(
+        w.up.count(),
+        before,
+        "the app saw a request for another host"
+    );
+}
 
 /// A cookie whose session ended elsewhere (logged out from another client) is cleared by the
 /// `Set-Cookie` of the forward-auth answer, which the front proxy passes to the browser.
