@@ -1162,3 +1162,46 @@ async fn id_tokens_are_not_bearer_credentials() {
         refused(&w, &token, "an ID token is not an access token").await;
     }
 }
+
+/// `bearer_clients`: only tokens issued to the listed clients (`azp` / `client_id`) pass, so
+/// another client of the same IdP cannot mint tokens for this audience and be let in.
+#[tokio::test]
+async fn bearer_clients_limit_which_clients_tokens_pass() {
+    let w = world_with(
+        IdpConfig::default()
+            .client(IdpClient::service("billing", "billing-secret"))
+            .client(IdpClient::service("intruder", "intruder-secret"))
+            .resource_server("https://api.test", "orders:read orders:write", 300),
+        "    audience: https://api.test\n    bearer_clients: [billing]\n",
+        Setup::new(),
+    );
+    ready(&w).await;
+    let billing = w
+        .idp
+        .client_credentials_token(
+            "billing",
+            "billing-secret",
+            "https://api.test",
+            "orders:read",
+        )
+        .await;
+    let seen = accepted(&w, "/api/things", &billing).await;
+    assert_eq!(seen.header("x-auth-request-user"), Some("billing"));
+    let intruder = w
+        .idp
+        .client_credentials_token(
+            "intruder",
+            "intruder-secret",
+            "https://api.test",
+            "orders:read",
+        )
+        .await;
+    refused(&w, &intruder, "issued to a client that is not accepted").await;
+    // A hand-made token claiming to be a user, but issued to no listed client.
+    let user_like = signed(
+        &w.idp,
+        with(&good_claims(&w.idp), json!({ "aud": "https://api.test" })),
+    )
+    .await;
+    refused(&w, &user_like, "issued to a client that is not accepted").await;
+}

@@ -165,7 +165,12 @@ pub fn compile_auth(
             )
                 .hash(&mut fp);
             (&settings.extra_auth_params, &settings.redirect_uri).hash(&mut fp);
-            (&settings.audiences, &settings.mfa_acr).hash(&mut fp);
+            (
+                &settings.audiences,
+                &settings.mfa_acr,
+                &settings.bearer_clients,
+            )
+                .hash(&mut fp);
             let cn = &settings.claims;
             (&cn.user, &cn.email, &cn.groups, &cn.name).hash(&mut fp);
             providers.push(settings);
@@ -393,6 +398,12 @@ fn provider(
     }
     let mut redirect = public_url?.clone();
     redirect.set_path("/.portcullis/callback");
+    if pr.bearer_clients.as_ref().is_some_and(Vec::is_empty) {
+        p.add(
+            format!("{key}.bearer_clients"),
+            "an empty list accepts no Bearer token: leave the key out to accept any client",
+        );
+    }
     Some(ProviderSettings {
         id: pr.id.clone(),
         issuer: pr.issuer.clone(),
@@ -413,5 +424,6 @@ fn provider(
             .filter(|a| !a.is_empty())
             .unwrap_or_else(|| vec![pr.client_id.clone()]),
         mfa_acr: pr.mfa.acr.clone(),
+        bearer_clients: pr.bearer_clients.clone(),
     })
 }

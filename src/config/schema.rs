@@ -369,6 +369,9 @@ pub struct Provider {
     pub extra_auth_params: BTreeMap<String, String>,
     /// Audiences accepted in Bearer tokens from this provider (default: `client_id`).
     pub audience: Option<StringOrList>,
+    /// If set, Bearer tokens must have been issued to one of these clients (`azp` or
+    /// `client_id` claim).
+    pub bearer_clients: Option<Vec<String>>,
     /// What counts as multi-factor authentication for `allow.mfa`.
     pub mfa: Mfa,
 }

@@ -42,6 +42,8 @@ pub enum BearerError {
     Unavailable,
     #[error("an ID token is not an access token")]
     IdToken,
+    #[error("the token was issued to a client that is not accepted")]
+    Client,
 }
 
 /// The signing keys usable for verification in a JWKS (any JSON form of it); keys that are

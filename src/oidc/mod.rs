@@ -50,6 +50,8 @@ pub struct ProviderSettings {
     pub redirect_uri: String,
     /// Audiences accepted in Bearer tokens (default: the client id).
     pub audiences: Vec<String>,
+    /// Clients (`azp` / `client_id`) whose Bearer tokens are accepted; `None`: any.
+    pub bearer_clients: Option<Vec<String>>,
     /// `acr` values that mean MFA, sent as `acr_values` when stepping up.
     pub mfa_acr: Vec<String>,
 }
@@ -384,7 +386,7 @@ impl OidcProvider {
         let s = &self.settings;
         let d = self.discovered().map_err(|_| BearerError::Unavailable)?;
         match bearer::verify(token, &d.keys, &s.issuer, &s.audiences) {
-            Ok(claims) => Ok(claims),
+            Ok(claims) => self.check_client(claims),
             Err(Some(e)) => Err(e),
             Err(None) => {
                 if !self.refetch_keys(&d).await {
@@ -393,7 +395,24 @@ impl OidcProvider {
                 let d = self.discovered().map_err(|_| BearerError::Unavailable)?;
                 bearer::verify(token, &d.keys, &s.issuer, &s.audiences)
                     .map_err(|e| e.unwrap_or(BearerError::UnknownKey))
+                    .and_then(|claims| self.check_client(claims))
             }
+        }
+    }
+
+    /// With `bearer_clients`, a token must name one of them as `azp` or `client_id`: in many
+    /// IdPs any client's administrator can put our audience into its own tokens.
+    fn check_client(&self, claims: Map<String, Value>) -> Result<Map<String, Value>, BearerError> {
+        let Some(allowed) = &self.settings.bearer_clients else {
+            return Ok(claims);
+        };
+        let client = claims
+            .get("azp")
+            .or_else(|| claims.get("client_id"))
+            .and_then(Value::as_str);
+        match client {
+            Some(c) if allowed.iter().any(|a| a == c) => Ok(claims),
+            _ => Err(BearerError::Client),
         }
     }
 
