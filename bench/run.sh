@@ -163,12 +163,10 @@ start_bare_pingora() {
         "examples/bare_pingora.rs: fixed HttpPeer, Portcullis's ServerConf" "$pid"
 }
 
-start_nginx_proxy() {
-    want nginx || return 0
-    free_port
-    local dir=$WORK/nginx-proxy
-    mkdir -p "$dir"
-    cat >"$dir/nginx.conf" <<EOF
+# The start of every nginx front proxy's config, up to inside `http {`, for directory $1.
+nginx_front_head() {
+    local dir=$1
+    cat <<EOF
 daemon off;
 master_process on;
 worker_processes $THREADS;
@@ -181,6 +179,15 @@ http {
     proxy_temp_path $dir/tmp-proxy;
     keepalive_requests 1000000;
     keepalive_timeout 60s;
+EOF
+}
+
+start_nginx_proxy() {
+    want nginx || return 0
+    free_port
+    local dir=$WORK/nginx-proxy
+    mkdir -p "$dir"
+    { nginx_front_head "$dir"; cat <<EOF
     upstream app {
         server 127.0.0.1:$UPSTREAM_PORT;
         keepalive 64;
@@ -196,6 +203,7 @@ http {
     }
 }
 EOF
+    } >"$dir/nginx.conf"
     spawn nginx-proxy "${PROXY_PIN[@]}" nginx -p "$dir" -e "$dir/error.log" -c "$dir/nginx.conf"
     local pid=$LAST_PID
     wait_ready nginx-proxy "http://127.0.0.1:$PORT/"
@@ -328,19 +336,7 @@ start_nginx_auth_front() {
     free_port
     local dir=$WORK/$key
     mkdir -p "$dir"
-    cat >"$dir/nginx.conf" <<CONF
-daemon off;
-master_process on;
-worker_processes $THREADS;
-pid $dir/nginx.pid;
-error_log $dir/error.log warn;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    client_body_temp_path $dir/tmp-body;
-    proxy_temp_path $dir/tmp-proxy;
-    keepalive_requests 1000000;
-    keepalive_timeout 60s;
+    { nginx_front_head "$dir"; cat <<CONF
     upstream app { server 127.0.0.1:$UPSTREAM_PORT; keepalive 64; keepalive_requests 1000000; }
     upstream auth { server $auth_target; keepalive 64; keepalive_requests 1000000; }
     server {
@@ -366,6 +362,7 @@ http {
     }
 }
 CONF
+    } >"$dir/nginx.conf"
     spawn "$key" "${PROXY_PIN[@]}" nginx -p "$dir" -e "$dir/error.log" -c "$dir/nginx.conf"
     local pid=$LAST_PID
     HDR[$key]="Cookie: _portcullis=$FA_COOKIE"

@@ -156,26 +156,51 @@ impl Rule {
 
     /// `Ok` when every criterion matches; otherwise the first that does not, with `mfa`
     /// checked last so that `Err(Mfa)` means "only MFA is missing". Facts that cannot be
-    /// established (an unverified or malformed email, an unknown client address) never match.
+    /// established (an unverified, malformed or missing email, an unknown client address)
+    /// never match.
     fn allows(
         &self,
         who: &SessionRecord,
         cx: Context<'_>,
         mfa: &MfaSettings,
     ) -> Result<(), Criterion> {
+        self.matches(who, verified_email(who), cx, mfa, false)
+    }
+
+    /// Whether this deny rule applies. Facts that cannot be established count as matching,
+    /// so a deny rule fails closed: a malformed or missing email under an `emails` or
+    /// `email_domains` deny rule is denied, as is an unknown client address under `networks`.
+    /// (Groups and claims cannot fail closed: a user outside every group is simply not in a
+    /// denied one.) An unverified email still counts here: it is the user's claim either way.
+    fn denies(&self, who: &SessionRecord, cx: Context<'_>, mfa: &MfaSettings) -> bool {
+        let email = who.email.as_deref().and_then(email_parts);
+        self.matches(who, email, cx, mfa, true).is_ok()
+    }
+
+    /// The one matcher behind `allows` and `denies`; `unknown_matches` says what a criterion
+    /// whose fact is unknown (`email` or `cx.client_ip` absent) does.
+    fn matches(
+        &self,
+        who: &SessionRecord,
+        email: Option<(&str, &str)>,
+        cx: Context<'_>,
+        mfa: &MfaSettings,
+        unknown_matches: bool,
+    ) -> Result<(), Criterion> {
         let check = |ok: bool, c: Criterion| if ok { Ok(()) } else { Err(c) };
         if let Some(users) = &self.users {
             check(users.contains(&who.user), Criterion::Users)?;
         }
-        let email = verified_email(who);
         if let Some(emails) = &self.emails {
-            let ok = email
-                .is_some_and(|(whole, _)| emails.iter().any(|e| e.eq_ignore_ascii_case(whole)));
+            let ok = email.map_or(unknown_matches, |(whole, _)| {
+                emails.iter().any(|e| e.eq_ignore_ascii_case(whole))
+            });
             check(ok, Criterion::Emails)?;
         }
         if let Some(domains) = &self.email_domains {
-            let ok = email
-                .is_some_and(|(_, domain)| domains.iter().any(|d| d.eq_ignore_ascii_case(domain)));
+            let ok = email.map_or(unknown_matches, |(_, domain)| {
+                domains.iter().any(|d| d.eq_ignore_ascii_case(domain))
+            });
             check(ok, Criterion::EmailDomains)?;
         }
         if let Some(groups) = &self.groups {
@@ -191,7 +216,7 @@ impl Rule {
             let ok = cx
                 .client_ip
                 .map(canonical)
-                .is_some_and(|ip| nets.iter().any(|n| n.contains(&ip)));
+                .map_or(unknown_matches, |ip| nets.iter().any(|n| n.contains(&ip)));
             check(ok, Criterion::Networks)?;
         }
         if let Some(methods) = &self.methods {
@@ -201,67 +226,6 @@ impl Rule {
             check(mfa.satisfied_by(who), Criterion::Mfa)?;
         }
         Ok(())
-    }
-
-    /// Whether this deny rule applies. Facts that cannot be established count as matching,
-    /// so a deny rule fails closed: a malformed or missing email under an `emails` or
-    /// `email_domains` deny rule is denied, as is an unknown client address under `networks`.
-    /// (Groups and claims cannot fail closed: a user outside every group is simply not in a
-    /// denied one.)
-    fn denies(&self, who: &SessionRecord, cx: Context<'_>, mfa: &MfaSettings) -> bool {
-        if let Some(users) = &self.users {
-            if !users.contains(&who.user) {
-                return false;
-            }
-        }
-        let email = who.email.as_deref().map(email_parts);
-        if let Some(emails) = &self.emails {
-            let hit = match email {
-                Some(Some((whole, _))) => emails.iter().any(|e| e.eq_ignore_ascii_case(whole)),
-                // Malformed, or no email at all (access tokens often carry none): denied.
-                Some(None) | None => true,
-            };
-            if !hit {
-                return false;
-            }
-        }
-        if let Some(domains) = &self.email_domains {
-            let hit = match email {
-                Some(Some((_, domain))) => domains.iter().any(|d| d.eq_ignore_ascii_case(domain)),
-                Some(None) | None => true,
-            };
-            if !hit {
-                return false;
-            }
-        }
-        if let Some(groups) = &self.groups {
-            if !who.groups.iter().any(|g| groups.contains(g)) {
-                return false;
-            }
-        }
-        for (name, values) in &self.claims {
-            if !claim_matches(who, name, values) {
-                return false;
-            }
-        }
-        if let Some(nets) = &self.networks {
-            let hit = match cx.client_ip.map(canonical) {
-                Some(ip) => nets.iter().any(|n| n.contains(&ip)),
-                None => true,
-            };
-            if !hit {
-                return false;
-            }
-        }
-        if let Some(methods) = &self.methods {
-            if !methods.contains(cx.method) {
-                return false;
-            }
-        }
-        if self.mfa && !mfa.satisfied_by(who) {
-            return false;
-        }
-        true
     }
 }
 

@@ -4,7 +4,6 @@
 
 mod support;
 
-use std::time::Duration;
 use support::idp::{Browser, Idp, IdpClient, IdpConfig, IdpUser, PASSWORD};
 use support::{Portcullis, Setup, Upstream};
 
@@ -79,18 +78,6 @@ fn world() -> World {
     World { idp, up, pc }
 }
 
-async fn ready(w: &World) {
-    let url = format!("http://127.0.0.1:{}/readyz", w.pc.admin_port());
-    support::eventually(Duration::from_secs(10), "readyz", || {
-        let url = url.clone();
-        async move {
-            let r = reqwest::get(&url).await.ok()?;
-            (r.status() == 200).then_some(())
-        }
-    })
-    .await;
-}
-
 /// Logs `user` in and returns the `Cookie` header value of the session.
 async fn session_of(w: &World, user: &str) -> String {
     let browser = Browser::new();
@@ -118,7 +105,7 @@ async fn status(w: &World, method: &str, path: &str, cookie: &str, extra: &[(&st
 #[tokio::test]
 async fn every_criterion_allows_and_denies() {
     let w = world();
-    ready(&w).await;
+    w.pc.ready().await;
     let alice = session_of(&w, "alice").await;
     let carol = session_of(&w, "carol").await;
     let dave = session_of(&w, "dave").await; // email_verified: false
@@ -210,7 +197,7 @@ async fn every_criterion_allows_and_denies() {
 #[tokio::test]
 async fn forbidden_answers_a_page_to_browsers_and_json_to_programs() {
     let w = world();
-    ready(&w).await;
+    w.pc.ready().await;
     let bob = session_of(&w, "bob").await;
     let r = support::http_client()
         .get(format!("{}/a-groups", w.base()))
@@ -238,7 +225,7 @@ async fn forbidden_answers_a_page_to_browsers_and_json_to_programs() {
 #[tokio::test]
 async fn public_paths_need_no_login_and_cannot_be_used_to_bypass_it() {
     let w = world();
-    ready(&w).await;
+    w.pc.ready().await;
     let anon = |target: &'static str| {
         let port = w.pc.http_port();
         async move {
@@ -297,7 +284,7 @@ async fn public_paths_need_no_login_and_cannot_be_used_to_bypass_it() {
 #[tokio::test]
 async fn cross_site_unsafe_requests_with_the_session_cookie_are_refused() {
     let w = world();
-    ready(&w).await;
+    w.pc.ready().await;
     let alice = session_of(&w, "alice").await;
     let own = w.base();
     let evil = "http://evil.example";

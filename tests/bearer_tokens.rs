@@ -85,21 +85,8 @@ fn world_with(idp: IdpConfig, provider_extra: &str, setup: Setup) -> World {
 /// The default world: RS256, no `audience:` (so the client id is the audience).
 async fn world() -> World {
     let w = world_with(IdpConfig::default(), "", Setup::new());
-    ready(&w).await;
+    w.pc.ready().await;
     w
-}
-
-/// Waits for `/readyz`: the provider has been discovered, its keys are loaded.
-async fn ready(w: &World) {
-    let url = format!("http://127.0.0.1:{}/readyz", w.pc.admin_port());
-    support::eventually(Duration::from_secs(10), "readyz", || {
-        let url = url.clone();
-        async move {
-            let r = reqwest::get(&url).await.ok()?;
-            (r.status() == 200).then_some(())
-        }
-    })
-    .await;
 }
 
 fn now() -> u64 {
@@ -273,7 +260,7 @@ async fn client_credentials_tokens_from_the_idp_pass_for_the_configured_audience
         "    audience: [https://api.test, https://other.test]\n",
         Setup::new(),
     );
-    ready(&w).await;
+    w.pc.ready().await;
 
     // A real machine token: no user name, no email; the client id is who it is.
     let token = w
@@ -858,7 +845,7 @@ async fn algorithm_pinned_by_the_key(alg: &str) {
         &format!("    audience: [{CLIENT_ID}, \"urn:{CLIENT_ID}\"]\n"),
         Setup::new(),
     );
-    ready(&w).await;
+    w.pc.ready().await;
     let claims = good_claims(&w.idp);
 
     let token = signed(&w.idp, claims.clone()).await;
@@ -1048,9 +1035,9 @@ async fn after_refetch_interval(at: Instant) {
     tokio::time::sleep(until.saturating_duration_since(Instant::now())).await;
 }
 
-/// Portcullis reaching its IdP through a [`counting_proxy`]; `None` if it did not use the
-/// proxy (the fetches cannot be counted then).
-async fn proxied_world() -> Option<(World, Seen)> {
+/// Portcullis reaching its IdP through a [`counting_proxy`] (its HTTP client honours
+/// `HTTP_PROXY`; if that ever stops, these tests fail rather than count nothing).
+async fn proxied_world() -> (World, Seen) {
     let (proxy, seen) = counting_proxy(Duration::from_millis(150));
     let setup = Setup::new()
         .env("HTTP_PROXY", &format!("http://127.0.0.1:{proxy}"))
@@ -1058,20 +1045,18 @@ async fn proxied_world() -> Option<(World, Seen)> {
         .env("NO_PROXY", "")
         .env("no_proxy", "");
     let w = world_with(IdpConfig::default(), "", setup);
-    ready(&w).await;
-    if jwks_fetches(&seen).is_empty() {
-        eprintln!("skipping the JWKS fetch counts: Portcullis does not use HTTP_PROXY");
-        return None;
-    }
-    assert_eq!(jwks_fetches(&seen).len(), 1, "one JWKS fetch at discovery");
-    Some((w, seen))
+    w.pc.ready().await;
+    assert_eq!(
+        jwks_fetches(&seen).len(),
+        1,
+        "one JWKS fetch at discovery, seen through HTTP_PROXY"
+    );
+    (w, seen)
 }
 
 #[tokio::test]
 async fn unknown_kids_refetch_the_jwks_at_most_every_ten_seconds() {
-    let Some((mut w, seen)) = proxied_world().await else {
-        return;
-    };
+    let (mut w, seen) = proxied_world().await;
     let claims = good_claims(&w.idp);
     let good = signed(&w.idp, claims.clone()).await;
     let unknown = w.idp.sign_jwt(Value::Null, claims.clone(), "fresh").await;
@@ -1116,9 +1101,7 @@ async fn unknown_kids_refetch_the_jwks_at_most_every_ten_seconds() {
 
 #[tokio::test]
 async fn a_burst_of_unknown_kids_refetches_the_jwks_once() {
-    let Some((mut w, seen)) = proxied_world().await else {
-        return;
-    };
+    let (mut w, seen) = proxied_world().await;
     let claims = good_claims(&w.idp);
     let good = signed(&w.idp, claims.clone()).await;
     let unknown = w.idp.sign_jwt(Value::Null, claims.clone(), "fresh").await;
@@ -1175,7 +1158,7 @@ async fn bearer_clients_limit_which_clients_tokens_pass() {
         "    audience: https://api.test\n    bearer_clients: [billing]\n",
         Setup::new(),
     );
-    ready(&w).await;
+    w.pc.ready().await;
     let billing = w
         .idp
         .client_credentials_token(

@@ -5,7 +5,6 @@
 
 mod support;
 
-use std::time::Duration;
 use support::idp::{Browser, Idp, IdpClient, IdpConfig, PASSWORD};
 use support::{raw_get, Portcullis, RawResponse, Setup, Upstream};
 
@@ -58,18 +57,6 @@ fn world(trusted: &str) -> World {
     World { idp, up, pc }
 }
 
-async fn ready(w: &World) {
-    let url = format!("http://127.0.0.1:{}/readyz", w.pc.admin_port());
-    support::eventually(Duration::from_secs(10), "readyz", || {
-        let url = url.clone();
-        async move {
-            let r = reqwest::get(&url).await.ok()?;
-            (r.status() == 200).then_some(())
-        }
-    })
-    .await;
-}
-
 /// Logs `user` in on the public URL and returns the session's `Cookie` header value.
 async fn session_of(w: &World, user: &str) -> String {
     let browser = Browser::new();
@@ -119,7 +106,7 @@ fn rd_of(location: &str) -> String {
 #[tokio::test]
 async fn only_trusted_proxies_may_ask() {
     let w = world("10.0.0.0/8");
-    ready(&w).await;
+    w.pc.ready().await;
     let r = check(&w, "GET", "app.test", "/", &[HTML]).await;
     assert_eq!(r.status, 403, "{}", r.text());
     let r = check_nginx(&w, "http://app.test/", &[]).await;
@@ -137,7 +124,7 @@ async fn only_trusted_proxies_may_ask() {
 #[tokio::test]
 async fn answers_in_each_front_proxys_dialect() {
     let w = world("127.0.0.1/32");
-    ready(&w).await;
+    w.pc.ready().await;
 
     // Traefik / Caddy: a browser gets a 302 to the login, returning to the original URL.
     let r = check(&w, "GET", "app.test", "/private?x=1", &[HTML]).await;
@@ -253,7 +240,7 @@ async fn answers_in_each_front_proxys_dialect() {
 #[tokio::test]
 async fn a_session_is_allowed_with_identity_headers_and_policies_apply() {
     let w = world("127.0.0.1/32");
-    ready(&w).await;
+    w.pc.ready().await;
     let alice = session_of(&w, "alice").await;
     let bob = session_of(&w, "bob").await;
 
@@ -336,7 +323,7 @@ async fn a_session_is_allowed_with_identity_headers_and_policies_apply() {
 #[tokio::test]
 async fn path_and_host_tricks_in_forwarded_headers_do_not_bypass_login() {
     let w = world("127.0.0.1/32");
-    ready(&w).await;
+    w.pc.ready().await;
     let bob = session_of(&w, "bob").await;
     // The front proxy forwards the raw target, which an app may resolve differently than
     // Portcullis' normalised path (`/admin/../public/x` to a prefix router is under /admin):
@@ -401,7 +388,7 @@ async fn path_and_host_tricks_in_forwarded_headers_do_not_bypass_login() {
 #[tokio::test]
 async fn envoy_ext_authz_checks_the_appended_path() {
     let w = world("127.0.0.1/32");
-    ready(&w).await;
+    w.pc.ready().await;
     let alice = session_of(&w, "alice").await;
     let bob = session_of(&w, "bob").await;
     let r = raw_get(
@@ -477,7 +464,7 @@ async fn envoy_ext_authz_checks_the_appended_path() {
 #[tokio::test]
 async fn forward_auth_and_proxy_decide_alike() {
     let w = world("127.0.0.1/32");
-    ready(&w).await;
+    w.pc.ready().await;
     let alice = session_of(&w, "alice").await;
     let bob = session_of(&w, "bob").await;
     for (who, cookie) in [
@@ -506,7 +493,7 @@ async fn forward_auth_and_proxy_decide_alike() {
 #[tokio::test]
 async fn forwarded_for_lines_and_override_headers_from_behind_a_trusted_proxy() {
     let w = world("127.0.0.1/32");
-    ready(&w).await;
+    w.pc.ready().await;
     let alice = session_of(&w, "alice").await;
     let get = |xff: Vec<&'static str>| {
         let port = w.port();

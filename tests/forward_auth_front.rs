@@ -225,22 +225,7 @@ impl World {
 
     /// Waits until Portcullis has discovered the IdP.
     async fn ready(&self) {
-        let url = format!("http://127.0.0.1:{}/readyz", self.pc.admin_port());
-        support::eventually(Duration::from_secs(10), "readyz", || {
-            let url = url.clone();
-            async move {
-                let r = reqwest::Client::builder()
-                    .no_proxy()
-                    .build()
-                    .ok()?
-                    .get(&url)
-                    .send()
-                    .await
-                    .ok()?;
-                (r.status() == 200).then_some(())
-            }
-        })
-        .await;
+        self.pc.ready().await;
     }
 
     /// A browser logged in as `user` (it ends on `path`, which must let `user` in).

@@ -4,7 +4,6 @@
 
 mod support;
 
-use std::time::Duration;
 use support::idp::{Browser, Idp, IdpClient, IdpConfig, OTP, PASSWORD};
 use support::{Portcullis, Setup, Upstream};
 
@@ -49,22 +48,10 @@ fn world(mfa: &str) -> World {
     World { idp, up, pc }
 }
 
-async fn ready(w: &World) {
-    let url = format!("http://127.0.0.1:{}/readyz", w.pc.admin_port());
-    support::eventually(Duration::from_secs(10), "readyz", || {
-        let url = url.clone();
-        async move {
-            let r = reqwest::get(&url).await.ok()?;
-            (r.status() == 200).then_some(())
-        }
-    })
-    .await;
-}
-
 #[tokio::test]
 async fn a_password_session_steps_up_with_a_second_factor_and_returns() {
     let w = world("");
-    ready(&w).await;
+    w.pc.ready().await;
     let browser = Browser::new();
     let home = browser
         .login(&format!("{}/", w.base()), "alice", PASSWORD)
@@ -122,7 +109,7 @@ async fn a_password_session_steps_up_with_a_second_factor_and_returns() {
 #[tokio::test]
 async fn a_step_up_without_a_second_factor_ends_in_403_not_a_loop() {
     let w = world("");
-    ready(&w).await;
+    w.pc.ready().await;
     let browser = Browser::new();
     browser
         .login(&format!("{}/", w.base()), "alice", PASSWORD)
@@ -146,7 +133,7 @@ async fn a_step_up_without_a_second_factor_ends_in_403_not_a_loop() {
 #[tokio::test]
 async fn mfa_sessions_pass_and_programs_get_403_not_a_redirect() {
     let w = world("");
-    ready(&w).await;
+    w.pc.ready().await;
     // bob's IdP login already reports amr [pwd, otp, mfa].
     let bob = Browser::new();
     let page = bob
@@ -175,7 +162,7 @@ async fn mfa_sessions_pass_and_programs_get_403_not_a_redirect() {
 async fn configured_acr_values_count_as_mfa_and_are_asked_for() {
     // Only the acr counts: amr values are ignored with an empty amr list.
     let w = world("{ amr: [], acr: [\"urn:portcullis:test:loa:2\"] }");
-    ready(&w).await;
+    w.pc.ready().await;
     let bob = Browser::new();
     let page = bob
         .login(&format!("{}/secure", w.base()), "bob", PASSWORD)

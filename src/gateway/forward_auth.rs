@@ -5,8 +5,7 @@
 //! understands. Those headers are believed only from `server.trusted_proxies`.
 
 use super::respond::{self, Reply};
-use super::{cookie_header, deny, header_str, write_answer, Ctx, SEC_FETCH_SITE};
-use crate::auth::endpoints::{login_url, Answer};
+use super::{cookie_header, deny, header_str, Ctx, SEC_FETCH_SITE};
 use crate::auth::render_identity_headers;
 use crate::decision::{self, Decision, Presented};
 use crate::headers::SecurityHeaders;
@@ -89,7 +88,7 @@ pub(super) async fn handle(
         .await;
     }
     let nginx = envoy.is_none() && asks_like_nginx(session.req_header(), auth_view);
-    let original = match original_request(session, ctx, auth_view, envoy) {
+    let original = match original_request(session, ctx, auth_view, envoy, nginx) {
         Ok(o) => o,
         Err(reason) => {
             // nginx turns anything but 2xx/401/403 from the auth request into a 500.
@@ -126,30 +125,34 @@ fn asks_like_nginx(req: &pingora::http::RequestHeader, auth_view: &RequestView) 
         })
 }
 
-/// Reads the original method, scheme, host and target from the forward-auth request.
+/// Reads the original method, scheme, host and target from the forward-auth request;
+/// `nginx` says which dialect the answer is in (see [`asks_like_nginx`]).
 fn original_request(
     session: &Session,
     ctx: &Ctx,
     auth_view: &RequestView,
     envoy: Option<String>,
+    nginx: bool,
 ) -> std::result::Result<Original, &'static str> {
+    use std::borrow::Cow;
     let req = session.req_header();
     let h = |name: &HeaderName| {
         header_str(req, name)
             .map(str::trim)
             .filter(|v| !v.is_empty())
     };
-    let nginx = asks_like_nginx(req, auth_view);
 
-    let (method, scheme, authority, target, flavor) = if let Some(target) = envoy {
+    let (method, scheme, authority, target): (&str, &str, &str, Cow<'_, str>) = if let Some(
+        target,
+    ) = envoy
+    {
         // Envoy keeps the original method and Host, and appends the original target.
         let scheme = if ctx.tls { "https" } else { "http" };
         (
-            req.method.as_str().to_string(),
-            scheme.to_string(),
-            auth_view.authority.clone(),
-            target,
-            Flavor::Redirect,
+            req.method.as_str(),
+            scheme,
+            &auth_view.authority,
+            Cow::Owned(target),
         )
     } else if h(&X_ORIGINAL_URL).is_some()
         && (h(&X_FORWARDED_URI).is_some() || h(&X_FORWARDED_METHOD).is_some())
@@ -175,17 +178,15 @@ fn original_request(
             None => (after_scheme, "/"),
         };
         let target = if target.starts_with('?') {
-            format!("/{target}")
+            Cow::Owned(format!("/{target}"))
         } else {
-            target.to_string()
+            Cow::Borrowed(target)
         };
-        let method = h(&X_ORIGINAL_METHOD).unwrap_or("GET").to_string();
         (
-            method,
-            scheme.to_string(),
-            authority.to_string(),
+            h(&X_ORIGINAL_METHOD).unwrap_or("GET"),
+            scheme,
+            authority,
             target,
-            Flavor::Nginx,
         )
     } else {
         let (Some(host), Some(uri)) = (h(&super::forwarded::X_FORWARDED_HOST), h(&X_FORWARDED_URI))
@@ -203,28 +204,25 @@ fn original_request(
             Some(_) => return Err("X-Forwarded-Proto must be http or https"),
             None => "http",
         };
-        let method = h(&X_FORWARDED_METHOD).unwrap_or("GET").to_string();
-        let flavor = if nginx {
-            Flavor::Nginx
-        } else {
-            Flavor::Redirect
-        };
         (
-            method,
-            scheme.to_string(),
-            host.to_string(),
-            uri.to_string(),
-            flavor,
+            h(&X_FORWARDED_METHOD).unwrap_or("GET"),
+            scheme,
+            host,
+            Cow::Borrowed(uri),
         )
     };
-    let flavor = if nginx { Flavor::Nginx } else { flavor };
+    let flavor = if nginx {
+        Flavor::Nginx
+    } else {
+        Flavor::Redirect
+    };
 
     let method = http::Method::from_bytes(method.to_ascii_uppercase().as_bytes())
         .map_err(|_| "the original method is not a valid HTTP method")?;
     if authority.contains(['/', '@', '\\']) {
         return Err("invalid original host");
     }
-    let host = request::parse_host(&authority).map_err(|_| "invalid original host")?;
+    let host = request::parse_host(authority).map_err(|_| "invalid original host")?;
     if target.len() > request::MAX_TARGET_BYTES {
         return Err("original request target too long");
     }
@@ -241,7 +239,7 @@ fn original_request(
         method,
         tls: scheme == "https",
         host,
-        authority,
+        authority: authority.to_string(),
         path,
         query,
         client_ip: ctx.client_ip,
@@ -321,29 +319,11 @@ async fn answer(
             step_up,
         } => {
             ctx.route = Some(route);
-            let Some(auth) = ctx.rt.auth.clone() else {
-                return deny(
-                    session,
-                    ctx,
-                    StatusCode::UNAUTHORIZED,
-                    "unauthenticated",
-                    false,
-                )
-                .await;
-            };
-            let location = login_url(&auth, &original.url, &provider, step_up);
             let status = match original.flavor {
                 Flavor::Redirect => StatusCode::FOUND,
                 Flavor::Nginx => StatusCode::UNAUTHORIZED,
             };
-            let answer = Answer {
-                status,
-                location: Some(location),
-                set_cookies: Vec::new(),
-                content_type: Some("text/plain; charset=utf-8"),
-                body: bytes::Bytes::from_static(b"Sign in required\n"),
-            };
-            write_answer(session, ctx, answer).await
+            super::send_to_login(session, ctx, status, &original.url, &provider, step_up).await
         }
         Decision::Deny {
             status,

@@ -390,28 +390,8 @@ impl Gateway {
                 step_up,
             } => {
                 ctx.route = Some(route);
-                let Some(auth) = ctx.rt.auth.clone() else {
-                    return deny(
-                        session,
-                        ctx,
-                        StatusCode::UNAUTHORIZED,
-                        "unauthenticated",
-                        view.wants_html,
-                    )
-                    .await;
-                };
                 let rd = original_url(ctx, view);
-                let mut answer = Answer {
-                    status: StatusCode::FOUND,
-                    location: Some(login_url(&auth, &rd, &provider, step_up)),
-                    set_cookies: Vec::new(),
-                    content_type: None,
-                    body: bytes::Bytes::new(),
-                };
-                // Browsers follow the redirect; keep the page tiny.
-                answer.content_type = Some("text/plain; charset=utf-8");
-                answer.body = bytes::Bytes::from_static(b"Redirecting to sign in\n");
-                write_answer(session, ctx, answer).await
+                send_to_login(session, ctx, StatusCode::FOUND, &rd, &provider, step_up).await
             }
             Decision::Forward { route, identity } => {
                 ctx.route = Some(Arc::clone(&route));
@@ -542,6 +522,37 @@ fn original_url(ctx: &Ctx, view: &RequestView) -> String {
     url.set_path(&view.path);
     url.set_query(view.query.as_deref());
     url.to_string()
+}
+
+/// Sends a browser to log in and come back to `rd`: a 302, or (nginx forward auth) a 401
+/// carrying the same `Location`.
+async fn send_to_login(
+    session: &mut Session,
+    ctx: &Ctx,
+    status: StatusCode,
+    rd: &str,
+    provider: &str,
+    step_up: bool,
+) -> Result<bool> {
+    let Some(auth) = ctx.rt.auth.clone() else {
+        return deny(
+            session,
+            ctx,
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            false,
+        )
+        .await;
+    };
+    let answer = Answer {
+        status,
+        location: Some(login_url(&auth, rd, provider, step_up)),
+        set_cookies: Vec::new(),
+        // Browsers follow the Location; keep the page tiny.
+        content_type: Some("text/plain; charset=utf-8"),
+        body: bytes::Bytes::from_static(b"Sign in required\n"),
+    };
+    write_answer(session, ctx, answer).await
 }
 
 /// Writes an endpoint's answer with our own pages' headers.

@@ -302,6 +302,17 @@ impl Portcullis {
             .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
+    /// Waits (up to 10 s) until `/readyz` answers 200: a configuration is serving, the session
+    /// store answers and every provider has been discovered.
+    pub async fn ready(&self) {
+        let port = self.admin_port();
+        eventually(Duration::from_secs(10), "readyz", || async move {
+            let r = raw_get(port, "127.0.0.1", "/readyz", &[]).await;
+            (r.status == 200).then_some(())
+        })
+        .await;
+    }
+
     /// The admin listener's `/metrics` text.
     pub async fn metrics(&self) -> String {
         let r = raw_get(self.admin_port(), "127.0.0.1", "/metrics", &[]).await;
