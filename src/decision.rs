@@ -112,25 +112,33 @@ pub struct Decided {
 
 /// Decides a request: routes it, authenticates it, applies CSRF and the route's policy.
 /// Counts the decision and writes the `access_denied` audit event for refusals.
+///
+/// When a lenient server (case-insensitive, or dropping trailing dots) would read the path as
+/// falling under another route than the one it matches exactly, the request must pass that
+/// route's rules too: the stricter of the two answers is given (see [`route`]).
 pub async fn decide(rt: &Runtime, view: &RequestView, presented: &Presented<'_>) -> Decided {
-    let plain = |decision| Decided {
-        decision,
-        clear_session_cookie: false,
+    let (route, lenient) = match route(rt, view) {
+        Ok(found) => found,
+        Err(denied) => {
+            return Decided {
+                decision: denied,
+                clear_session_cookie: false,
+            }
+        }
     };
-    let route = match route(rt, view) {
-        Ok(route) => route,
-        Err(denied) => return plain(denied),
-    };
-    if route.auth == AuthMode::None {
-        return plain(Decision::Forward {
-            route,
-            identity: None,
-        });
+    let mut decided = decide_on(rt, route, view, presented).await;
+    if let (Some(other), Decision::Forward { .. }) = (lenient, &decided.decision) {
+        let second = decide_on(rt, other, view, presented).await;
+        if !matches!(second.decision, Decision::Forward { .. }) {
+            decided = Decided {
+                decision: second.decision,
+                clear_session_cookie: decided.clear_session_cookie || second.clear_session_cookie,
+            };
+        }
     }
-    let who = authenticate(rt, &route, view, presented).await;
-    let clear_session_cookie = matches!(who, Authenticated::Stale);
-    let decision = authorize(route, view, presented, who);
-    match &decision {
+    match &decided.decision {
+        // An `auth: none` route makes no auth decision.
+        Decision::Forward { route, .. } if route.auth == AuthMode::None => {}
         Decision::Forward {
             route,
             identity: Some(_),
@@ -143,18 +151,51 @@ pub async fn decide(rt: &Runtime, view: &RequestView, presented: &Presented<'_>)
             }
         }
     }
-    Decided {
+    decided
+}
+
+/// Decides a request on one route: WebSocket permission, then authentication and
+/// [`authorize`]. Writes `access_denied` for refusals; counts nothing.
+async fn decide_on(
+    rt: &Runtime,
+    route: Arc<Route>,
+    view: &RequestView,
+    presented: &Presented<'_>,
+) -> Decided {
+    let plain = |decision| Decided {
         decision,
+        clear_session_cookie: false,
+    };
+    if view.websocket && !route.websocket {
+        return plain(Decision::deny(
+            StatusCode::FORBIDDEN,
+            "WebSocket upgrades are disabled on this route",
+            route,
+        ));
+    }
+    if route.auth == AuthMode::None {
+        return plain(Decision::Forward {
+            route,
+            identity: None,
+        });
+    }
+    let who = authenticate(rt, &route, view, presented).await;
+    let clear_session_cookie = matches!(who, Authenticated::Stale);
+    Decided {
+        decision: authorize(route, view, presented, who),
         clear_session_cookie,
     }
 }
 
-/// The route for a request, or the answer when there is none.
-pub fn route(rt: &Runtime, req: &RequestView) -> Result<Arc<Route>, Decision> {
-    let Some(route) = rt
-        .routes
-        .find(&req.host, &crate::path::without_params(&req.path))
-    else {
+/// The route for a request, and a second route when a lenient server would read the path as
+/// falling under another one ([`crate::routes::RouteTable::find_lenient`]); or the answer
+/// when there is no route.
+pub fn route(
+    rt: &Runtime,
+    req: &RequestView,
+) -> Result<(Arc<Route>, Option<Arc<Route>>), Decision> {
+    let path = crate::path::without_params(&req.path);
+    let Some(route) = rt.routes.find(&req.host, &path) else {
         return Err(Decision::Deny {
             status: StatusCode::NOT_FOUND,
             reason: "no route for this host and path",
@@ -162,14 +203,8 @@ pub fn route(rt: &Runtime, req: &RequestView) -> Result<Arc<Route>, Decision> {
             challenge: None,
         });
     };
-    if req.websocket && !route.websocket {
-        return Err(Decision::deny(
-            StatusCode::FORBIDDEN,
-            "WebSocket upgrades are disabled on this route",
-            Arc::clone(route),
-        ));
-    }
-    Ok(Arc::clone(route))
+    let lenient = rt.routes.find_lenient(&req.host, &path, Some(route));
+    Ok((Arc::clone(route), lenient.cloned()))
 }
 
 /// Finds who sent the request: a Bearer token on `bearer: true` routes, else the session

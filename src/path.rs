@@ -51,6 +51,12 @@ fn hex(b: u8) -> Option<u8> {
     }
 }
 
+/// `b` as two upper-case hex digits.
+fn hex_upper(b: u8) -> [u8; 2] {
+    const DIGITS: &[u8; 16] = b"0123456789ABCDEF";
+    [DIGITS[usize::from(b >> 4)], DIGITS[usize::from(b & 15)]]
+}
+
 /// The common case, checked in one pass: printable ASCII without `%` or `\\`, and no empty,
 /// `.`-led segment (which covers `.`, `..`, `..;x` and `//`) except a final empty one. Such a
 /// path is already normal.
@@ -111,7 +117,7 @@ fn normalize_full(raw: &str) -> Result<String, PathError> {
                 _ if is_unreserved(v) => decoded.push(v),
                 _ => {
                     decoded.push(b'%');
-                    decoded.extend_from_slice(format!("{v:02X}").as_bytes());
+                    decoded.extend_from_slice(&hex_upper(v));
                 }
             }
             plain.push(v);
@@ -121,16 +127,21 @@ fn normalize_full(raw: &str) -> Result<String, PathError> {
         match b {
             b'\\' => return Err(PathError::Backslash),
             0..=0x1f | 0x7f => return Err(PathError::ControlChar),
-            _ => {}
+            // Raw non-ASCII (UTF-8 sent unencoded): kept in its canonical, percent-encoded
+            // form, so `/café` and `/caf%C3%A9` are one path to routing and to the app.
+            0x80..=0xff => {
+                decoded.push(b'%');
+                decoded.extend_from_slice(&hex_upper(b));
+            }
+            _ => decoded.push(b),
         }
-        decoded.push(b);
         plain.push(b);
         i += 1;
     }
     if std::str::from_utf8(&plain).is_err() {
         return Err(PathError::InvalidUtf8);
     }
-    // Pass 2: segments. `decoded` is ASCII-or-valid-UTF-8 because `raw` was a &str.
+    // Pass 2: segments. `decoded` is ASCII: non-ASCII bytes were percent-encoded above.
     let decoded = String::from_utf8(decoded).map_err(|_| PathError::InvalidUtf8)?;
     let mut out: Vec<&str> = Vec::new();
     let trailing_slash = decoded.len() > 1 && decoded.ends_with('/');
@@ -191,6 +202,94 @@ pub fn without_params(path: &str) -> std::borrow::Cow<'_, str> {
         out.push('/');
     }
     std::borrow::Cow::Owned(out)
+}
+
+/// The path as the most lenient servers behind a proxy read it, for matching routes a second
+/// time: percent-escapes decoded (werkzeug/Flask, Express), letters compared without case
+/// (IIS, ASP.NET, Express by default), and each segment without trailing dots, spaces or an
+/// NTFS `::$DATA` stream name (Windows file APIs drop them, so IIS serves `/admin./x` from
+/// `/admin/x`). `path` is normalised and without `;` parameters. Borrowed when the reading
+/// cannot differ from `path`.
+///
+/// Case folding maps each character through its upper- then lower-case form, so that `ſ`
+/// (long s) meets `s` and the Kelvin sign meets `k`: more equivalences than any one server
+/// applies, which only ever makes the second match stricter.
+pub fn lenient_reading(path: &str) -> std::borrow::Cow<'_, str> {
+    if !may_read_differently(path.as_bytes()) {
+        return std::borrow::Cow::Borrowed(path);
+    }
+    let decoded = percent_decode(path);
+    let mut out = String::with_capacity(decoded.len());
+    for segment in decoded.split('/').skip(1) {
+        let mut segment = segment;
+        loop {
+            let before = segment.len();
+            segment = segment.trim_end_matches(['.', ' ']);
+            if segment.len() >= 7 && segment[segment.len() - 7..].eq_ignore_ascii_case("::$data") {
+                segment = &segment[..segment.len() - 7];
+            }
+            if segment.len() == before {
+                break;
+            }
+        }
+        if segment.is_empty() {
+            continue;
+        }
+        out.push('/');
+        out.extend(segment.chars().map(fold_char));
+    }
+    if out.is_empty() || (decoded.len() > 1 && decoded.ends_with('/')) {
+        out.push('/');
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// Whether [`lenient_reading`] could change `path`: an upper-case letter, an escape, a
+/// non-ASCII byte, a colon, or a segment ending in a dot or space.
+fn may_read_differently(bytes: &[u8]) -> bool {
+    bytes.iter().enumerate().any(|(i, &b)| match b {
+        b'A'..=b'Z' | b'%' | b':' | 0x80..=0xff => true,
+        b'.' | b' ' => matches!(bytes.get(i + 1), None | Some(b'/')),
+        _ => false,
+    })
+}
+
+/// Every `%XX` decoded; invalid UTF-8 (impossible after [`normalize`]) becomes U+FFFD.
+fn percent_decode(path: &str) -> std::borrow::Cow<'_, str> {
+    if !path.contains('%') {
+        return std::borrow::Cow::Borrowed(path);
+    }
+    let bytes = path.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if let (b'%', Some(h), Some(l)) = (
+            bytes[i],
+            bytes.get(i + 1).copied().and_then(hex),
+            bytes.get(i + 2).copied().and_then(hex),
+        ) {
+            out.push(h * 16 + l);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    std::borrow::Cow::Owned(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// One character without case: its upper-case form's lower-case form, when each is a single
+/// character.
+fn fold_char(c: char) -> char {
+    if c.is_ascii() {
+        return c.to_ascii_lowercase();
+    }
+    fn single(mut chars: impl Iterator<Item = char>) -> Option<char> {
+        let first = chars.next()?;
+        chars.next().is_none().then_some(first)
+    }
+    let upper = single(c.to_uppercase()).unwrap_or(c);
+    single(upper.to_lowercase()).unwrap_or(upper)
 }
 
 /// Whether `path` (normalised) falls under `prefix` on a segment boundary: `/api` covers `/api`
@@ -319,6 +418,41 @@ mod tests {
         assert!(!is_plain(b"/a/.hidden"));
         assert!(!is_plain(b"/a//b"));
         assert!(!is_plain(b"/%41"));
+    }
+
+    #[test]
+    fn raw_non_ascii_is_percent_encoded() {
+        assert_eq!(ok("/café"), "/caf%C3%A9");
+        assert_eq!(ok("/caf%c3%a9"), "/caf%C3%A9");
+        assert_eq!(normalize("/caf\u{e9}/../x"), Ok("/x".to_string()));
+    }
+
+    #[test]
+    fn lenient_readings() {
+        for (given, want) in [
+            ("/admin", "/admin"),
+            ("/ADMIN/x", "/admin/x"),
+            ("/Admin/", "/admin/"),
+            ("/admin./x", "/admin/x"),
+            ("/admin%20/x", "/admin/x"),
+            ("/admin. . /x", "/admin/x"),
+            ("/admin::$DATA", "/admin"),
+            ("/admin.::$data./", "/admin/"),
+            ("/%61dmin", "/admin"),
+            ("/caf%C3%A9", "/café"),
+            ("/CAF%C3%89", "/café"),
+            ("/%C5%BFettings", "/settings"),
+            ("/%E2%84%AAey", "/key"),
+            ("/a/.../b", "/a/b"),
+            ("/style.css", "/style.css"),
+            ("/", "/"),
+        ] {
+            assert_eq!(lenient_reading(given), want, "{given}");
+        }
+        assert!(matches!(
+            lenient_reading("/plain/path.css"),
+            std::borrow::Cow::Borrowed(_)
+        ));
     }
 
     #[test]

@@ -28,6 +28,8 @@ pub struct RequestView {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BadRequest {
     Path(PathError),
+    /// Neither origin-form (`/path`) nor absolute-form (`http://host/path`).
+    Target,
     Host,
     HostMismatch,
 }
@@ -36,10 +38,83 @@ impl BadRequest {
     pub fn reason(self) -> &'static str {
         match self {
             BadRequest::Path(e) => e.reason(),
+            BadRequest::Target => {
+                "the request target must be a path starting with / or an absolute http(s) URL"
+            }
             BadRequest::Host => "invalid Host header",
             BadRequest::HostMismatch => "Host header does not match the request target",
         }
     }
+}
+
+/// A request target as sent on the request line, split for routing. Only the two forms a
+/// proxy serves are accepted (RFC 9112 §3.2): origin-form `/path?query`, and absolute-form
+/// `http://authority/path?query`, whose authority is the request's host (§3.2.2).
+/// Everything else (`admin/x`, `*`, `host:443`, `%2Fadmin`) is refused: an app may resolve
+/// such a target to a path that routing never saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Target<'a> {
+    /// The authority of an absolute-form target.
+    pub authority: Option<&'a str>,
+    /// The path as sent (not yet normalised); `""` for `http://host` and `http://host?q`.
+    pub path: &'a str,
+    pub query: Option<&'a str>,
+}
+
+impl<'a> Target<'a> {
+    /// Splits the raw request target (Pingora's `raw_path()`: the bytes of the request line).
+    pub fn parse(raw: &'a [u8]) -> Result<Target<'a>, BadRequest> {
+        let raw = std::str::from_utf8(raw).map_err(|_| BadRequest::Path(PathError::InvalidUtf8))?;
+        let split_query = |s: &'a str| match s.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (s, None),
+        };
+        if raw.starts_with('/') {
+            let (path, query) = split_query(raw);
+            return Ok(Target {
+                authority: None,
+                path,
+                query,
+            });
+        }
+        let rest = ["http://", "https://"]
+            .iter()
+            .find_map(|scheme| {
+                raw.get(..scheme.len())
+                    .filter(|s| s.eq_ignore_ascii_case(scheme))
+                    .map(|_| &raw[scheme.len()..])
+            })
+            .ok_or(BadRequest::Target)?;
+        let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        let (authority, after) = rest.split_at(end);
+        if authority.is_empty() || authority.contains('@') || after.starts_with('#') {
+            return Err(BadRequest::Target);
+        }
+        let (path, query) = split_query(after);
+        Ok(Target {
+            authority: Some(authority),
+            path,
+            query,
+        })
+    }
+
+    /// The normalised path (`/` for an absolute-form target without one).
+    pub fn normalised_path(&self) -> Result<String, BadRequest> {
+        if self.path.is_empty() {
+            return Ok("/".to_string());
+        }
+        path::normalize(self.path).map_err(BadRequest::Path)
+    }
+}
+
+/// Whether the raw request head names a `Content-Length` field. Pingora drops `Content-Length`
+/// when `Transfer-Encoding` is also present (RFC 9112 §6.3), so the conflict can only be seen
+/// in the bytes as received.
+pub fn head_names_content_length(head: &[u8]) -> bool {
+    const NAME: &[u8] = b"content-length:";
+    head.split(|&b| b == b'\n')
+        .skip(1)
+        .any(|line| line.len() >= NAME.len() && line[..NAME.len()].eq_ignore_ascii_case(NAME))
 }
 
 /// Largest total of request header names and values accepted (431 beyond).
@@ -180,7 +255,7 @@ pub fn accepts_html(accept: Option<&str>) -> bool {
     accept.is_some_and(|a| a.contains("text/html"))
 }
 
-/// Splits a request target's path and query and normalises the path.
+/// Splits an origin-form target (`/path?query`) and normalises the path.
 pub fn split_target(path_and_query: &str) -> Result<(String, Option<String>), BadRequest> {
     let (raw_path, query) = match path_and_query.split_once('?') {
         Some((p, q)) => (p, Some(q.to_string())),
@@ -218,6 +293,74 @@ mod tests {
         ] {
             assert_eq!(parse_host(bad), Err(BadRequest::Host), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn request_targets() {
+        fn t(raw: &str) -> Result<Target<'_>, BadRequest> {
+            Target::parse(raw.as_bytes())
+        }
+        assert_eq!(
+            t("/a/b?x=1"),
+            Ok(Target {
+                authority: None,
+                path: "/a/b",
+                query: Some("x=1")
+            })
+        );
+        assert_eq!(
+            t("HTTP://App.Test:8080/p?q"),
+            Ok(Target {
+                authority: Some("App.Test:8080"),
+                path: "/p",
+                query: Some("q")
+            })
+        );
+        assert_eq!(
+            t("https://app.test"),
+            Ok(Target {
+                authority: Some("app.test"),
+                path: "",
+                query: None
+            })
+        );
+        assert_eq!(t("http://app.test?q").unwrap().query, Some("q"));
+        assert_eq!(
+            t("http://app.test").unwrap().normalised_path(),
+            Ok("/".into())
+        );
+        for bad in [
+            "admin/report",
+            "%2Fadmin/x",
+            "../admin/x",
+            "\\admin\\x",
+            "",
+            " /admin",
+            "*",
+            "app.test:443",
+            "ftp://app.test/x",
+            "http:/app.test/x",
+            "http:///x",
+            "http://user@app.test/x",
+            "http://app.test#/x",
+            "javascript://x/",
+        ] {
+            assert_eq!(t(bad), Err(BadRequest::Target), "{bad:?}");
+        }
+        assert!(Target::parse(b"/a\xff").is_err());
+    }
+
+    #[test]
+    fn content_length_in_the_raw_head() {
+        assert!(head_names_content_length(
+            b"POST / HTTP/1.1\r\nHost: a\r\ncontent-LENGTH: 3\r\nTransfer-Encoding: chunked\r\n\r\n"
+        ));
+        assert!(!head_names_content_length(
+            b"POST / HTTP/1.1\r\nHost: a\r\nX-Content-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"
+        ));
+        assert!(!head_names_content_length(
+            b"POST /content-length: HTTP/1.1\r\n\r\n"
+        ));
     }
 
     #[test]

@@ -27,6 +27,8 @@ pub struct Route {
     pub name: Arc<str>,
     pub host: HostPattern,
     pub path: String,
+    /// `path` as lenient servers read it ([`crate::path::lenient_reading`]).
+    pub lenient_path: String,
     pub upstream: Upstream,
     pub auth: AuthMode,
     /// The provider to log in with (an id from `providers`), when the route has auth.
@@ -123,6 +125,9 @@ type PathList = Vec<usize>;
 #[derive(Debug, Default)]
 pub struct RouteTable {
     routes: Vec<Arc<Route>>,
+    /// Whether some route's path reads differently to lenient servers (`/Admin`), so that
+    /// every request needs the second, lenient lookup.
+    lenient_prefixes: bool,
     exact: HashMap<String, PathList>,
     /// Longest suffix first.
     wildcard: Vec<(String, PathList)>,
@@ -151,28 +156,68 @@ impl RouteTable {
         table.exact.values_mut().for_each(by_len);
         table.wildcard.iter_mut().for_each(|(_, l)| by_len(l));
         by_len(&mut table.any);
+        table.lenient_prefixes = routes.iter().any(|r| r.lenient_path != r.path);
         table.routes = routes.into_iter().map(Arc::new).collect();
         table
     }
 
+    /// The route a lenient server's reading of `path` would fall under, when it is another
+    /// than `strict` (the route [`find`](Self::find) gave): a case-insensitive app serves
+    /// `/ADMIN` from `/admin`, so `/ADMIN` must also meet `/admin`'s rules. `path` is
+    /// normalised and without `;` parameters. Of routes whose lenient prefixes tie for the
+    /// longest match, any other than `strict` is returned.
+    pub fn find_lenient(
+        &self,
+        host: &str,
+        path: &str,
+        strict: Option<&Arc<Route>>,
+    ) -> Option<&Arc<Route>> {
+        let lenient = crate::path::lenient_reading(path);
+        if !self.lenient_prefixes && matches!(lenient, std::borrow::Cow::Borrowed(_)) {
+            return None;
+        }
+        let covering = |list: &PathList| -> Vec<&Arc<Route>> {
+            let all: Vec<&Arc<Route>> = list
+                .iter()
+                .map(|&i| &self.routes[i])
+                .filter(|r| under_prefix(&lenient, &r.lenient_path))
+                .collect();
+            let longest = all.iter().map(|r| r.lenient_path.len()).max().unwrap_or(0);
+            all.into_iter()
+                .filter(|r| r.lenient_path.len() == longest)
+                .collect()
+        };
+        let candidates = self
+            .lists(host)
+            .map(covering)
+            .find(|found| !found.is_empty())?;
+        candidates
+            .into_iter()
+            .find(|r| strict.is_none_or(|s| !Arc::ptr_eq(s, r)))
+    }
+
     /// The route for `host` (already parsed) and normalised `path`.
     pub fn find(&self, host: &str, path: &str) -> Option<&Arc<Route>> {
-        let in_list = |list: &PathList| {
+        self.lists(host).find_map(|list| {
             list.iter()
                 .map(|&i| &self.routes[i])
                 .find(|r| under_prefix(path, &r.path))
-        };
-        if let Some(r) = self.exact.get(host).and_then(in_list) {
-            return Some(r);
-        }
-        for (suffix, list) in &self.wildcard {
-            if host.len() > suffix.len() && host.ends_with(suffix.as_str()) {
-                if let Some(r) = in_list(list) {
-                    return Some(r);
-                }
-            }
-        }
-        in_list(&self.any)
+        })
+    }
+
+    /// The route lists that may serve `host`, most specific first: its exact entry, the
+    /// wildcards it falls under (longest suffix first), then the host-less routes.
+    fn lists<'a>(&'a self, host: &'a str) -> impl Iterator<Item = &'a PathList> + 'a {
+        let wild = self
+            .wildcard
+            .iter()
+            .filter(move |(suffix, _)| host.len() > suffix.len() && host.ends_with(suffix.as_str()))
+            .map(|(_, list)| list);
+        self.exact
+            .get(host)
+            .into_iter()
+            .chain(wild)
+            .chain(std::iter::once(&self.any))
     }
 
     pub fn routes(&self) -> &[Arc<Route>] {

@@ -21,6 +21,8 @@ pub struct Runtime {
     pub trusted_proxies: TrustedProxies,
     /// Downstream keep-alive idle timeout.
     pub idle_timeout: Duration,
+    /// How long a client may take to send a request's head (`server.timeouts.request_header`).
+    pub header_timeout: Duration,
     pub logging: LoggingSettings,
     pub strip: StripList,
     pub routes: RouteTable,

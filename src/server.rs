@@ -3,7 +3,7 @@
 
 use crate::admin::AdminApp;
 use crate::config::watch::Reloader;
-use crate::gateway::Gateway;
+use crate::gateway::{Gateway, HeadDeadline};
 use crate::runtime::Runtime;
 use arc_swap::ArcSwap;
 use pingora::server::configuration::ServerConf;
@@ -28,12 +28,18 @@ pub fn run(runtime: Runtime, path: PathBuf) -> anyhow::Result<()> {
     let threads = runtime.threads;
     let current = Arc::new(ArcSwap::from_pointee(runtime));
 
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(
+    let gateway = pingora::proxy::http_proxy(
         &server.configuration,
         Gateway {
             runtime: Arc::clone(&current),
         },
-        "portcullis",
+    );
+    let mut proxy = Service::new(
+        "portcullis".into(),
+        HeadDeadline {
+            inner: Arc::new(gateway),
+            runtime: Arc::clone(&current),
+        },
     );
     proxy.threads = Some(threads);
     for addr in &listeners.plain {

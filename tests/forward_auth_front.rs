@@ -17,6 +17,9 @@ use support::front::{Caddy, Nginx};
 use support::idp::{Browser, Idp, IdpClient, IdpConfig, PASSWORD};
 use support::{Portcullis, Setup, Upstream};
 
+/// The session cookie of the shipped examples: secure and host-only, so `__Host-` prefixed.
+const COOKIE: &str = "__Host-_portcullis";
+
 /// The app's host name as the browser sees it. A `.localhost` name, so the browser sends the
 /// `Secure` session cookie over plain HTTP as real browsers do for localhost, and the examples
 /// keep `secure: true`.
@@ -323,18 +326,18 @@ async fn a_dead_session_cookie_is_cleared_through_the_front_proxy(kind: Kind) {
     w.ready().await;
     let browser = w.logged_in("alice", "/private").await;
     let cookie = browser
-        .cookie_for(&w.url("/"), "_portcullis")
+        .cookie_for(&w.url("/"), COOKIE)
         .expect("a session cookie after login");
     // The session ends through another client; the browser still holds its cookie.
     let out = w
         .client()
         .get(w.url("/.portcullis/logout"))
-        .header("cookie", format!("_portcullis={cookie}"))
+        .header("cookie", format!("{COOKIE}={cookie}"))
         .send()
         .await
         .unwrap();
     assert!(out.status().as_u16() < 400, "logout: {}", out.status());
-    assert!(browser.cookie_for(&w.url("/"), "_portcullis").is_some());
+    assert!(browser.cookie_for(&w.url("/"), COOKIE).is_some());
 
     let page = browser.get_once(&w.url("/private/again")).await;
     assert_eq!(
@@ -345,14 +348,14 @@ async fn a_dead_session_cookie_is_cleared_through_the_front_proxy(kind: Kind) {
     let cleared = page
         .header_all("set-cookie")
         .into_iter()
-        .any(|c| c.starts_with("_portcullis=;") && c.contains("Max-Age=0"));
+        .any(|c| c.starts_with(&format!("{COOKIE}=;")) && c.contains("Max-Age=0"));
     assert!(
         cleared,
         "{kind:?}: the dead cookie is cleared: {:?}",
         page.headers
     );
     assert!(
-        browser.cookie_for(&w.url("/"), "_portcullis").is_none(),
+        browser.cookie_for(&w.url("/"), COOKIE).is_none(),
         "{kind:?}: the browser dropped the dead cookie"
     );
 }
@@ -429,12 +432,12 @@ async fn login_through_the_front_proxy_reaches_the_app_with_identity(kind: Kind)
     assert_eq!(again.status, 200, "{:?}", again.headers);
     assert_eq!(w.up.last().header("x-auth-request-user"), Some("alice"));
     let cookie = browser
-        .cookie_for(&w.url("/"), "_portcullis")
+        .cookie_for(&w.url("/"), COOKIE)
         .expect("the session cookie, set on the app's host through the front proxy");
     let api = w
         .client()
         .post(w.url("/api/items"))
-        .header("cookie", format!("_portcullis={cookie}"))
+        .header("cookie", format!("{COOKIE}={cookie}"))
         .header("accept", "application/json")
         .header("content-type", "application/json")
         .body("{\"n\":1}")
@@ -575,7 +578,7 @@ async fn api_requests_without_a_session_get_401(kind: Kind) {
     let r = client
         .get(w.url("/api/items"))
         .header("accept", "application/json")
-        .header("cookie", "_portcullis=bm90LWEtc2Vzc2lvbg")
+        .header("cookie", format!("{COOKIE}=bm90LWEtc2Vzc2lvbg"))
         .send()
         .await
         .expect("GET /api/items");
@@ -604,8 +607,8 @@ async fn the_route_policy_denies_with_403(kind: Kind) {
         .header(
             "cookie",
             format!(
-                "_portcullis={}",
-                bob.cookie_for(&w.url("/"), "_portcullis")
+                "{COOKIE}={}",
+                bob.cookie_for(&w.url("/"), COOKIE)
                     .expect("bob's session cookie")
             ),
         )
@@ -660,10 +663,10 @@ async fn original_request_headers_from_clients_are_not_believed(kind: Kind) {
     // bob: /admin described as /welcome, which he may see.
     let bob = w.logged_in("bob", "/welcome").await;
     let cookie = bob
-        .cookie_for(&w.url("/"), "_portcullis")
+        .cookie_for(&w.url("/"), COOKIE)
         .expect("bob's session cookie");
     let r = spoof(w.client().get(w.url("/admin/panel")), "/welcome")
-        .header("cookie", format!("_portcullis={cookie}"))
+        .header("cookie", format!("{COOKIE}={cookie}"))
         .header("accept", "application/json")
         .send()
         .await

@@ -1354,8 +1354,9 @@ fn assert_cookie_basics(line: &str, what: &str) {
     assert!(max_age > 0, "{what}: {line}");
 }
 
-/// Default cookie settings: HttpOnly, Path=/, SameSite=Lax, Secure, no Domain; the login-state
-/// cookie has the same protections and is cleared by the callback.
+/// Default cookie settings: HttpOnly, Path=/, SameSite=Lax, Secure, no Domain, and so the
+/// `__Host-` prefix (no sibling subdomain can plant such a cookie); the login-state cookie has
+/// the same protections and is cleared by the callback.
 #[tokio::test]
 async fn session_cookie_attributes_default() {
     let w = world_with(Opts {
@@ -1364,11 +1365,12 @@ async fn session_cookie_attributes_default() {
     })
     .await;
     let (start, callback, b) = stepwise_login(&w, &[], "/private/c", "alice").await;
+    let cookie = format!("__Host-{COOKIE}");
 
     let start_cookies = start.header_all("set-cookie");
     let login_line = start_cookies
         .iter()
-        .find(|l| l.starts_with(&format!("{COOKIE}_login_")))
+        .find(|l| l.starts_with(&format!("{cookie}_login_")))
         .unwrap_or_else(|| panic!("no login-state cookie: {start_cookies:?}"));
     let login_name = login_line.split('=').next().unwrap().to_string();
     assert_cookie_basics(login_line, "login cookie");
@@ -1383,7 +1385,7 @@ async fn session_cookie_attributes_default() {
 
     assert_eq!(callback.status, 302, "{}", callback.body);
     let lines = callback.header_all("set-cookie");
-    let session = set_cookie_named(&lines, COOKIE).unwrap_or_else(|| panic!("{lines:?}"));
+    let session = set_cookie_named(&lines, &cookie).unwrap_or_else(|| panic!("{lines:?}"));
     assert_cookie_basics(session, "session cookie");
     let a = cookie_attrs(session);
     assert_eq!(attr(&a, "samesite"), Some("Lax"), "{session}");

@@ -603,10 +603,7 @@ async fn handover(auth: &Auth, req: &EndpointRequest<'_>) -> Answer {
         sid: SessionId::from_bytes(sid),
         expires_at: u64::from_be_bytes(exp),
     };
-    let host_only = CookieSettings {
-        domain: None,
-        ..auth.config.cookie.clone()
-    };
+    let host_only = &auth.config.handover_cookie;
     let max_age = Duration::from_secs(cookie.expires_at.saturating_sub(now(auth)));
     let mut answer = bounce(auth, rd.to_string());
     answer
@@ -653,15 +650,11 @@ async fn logout(auth: &Auth, req: &EndpointRequest<'_>) -> Answer {
         (None, None) => Answer::page(StatusCode::OK, "Signed out", "You have been signed out."),
     };
     answer.set_cookies.push(auth.config.cookie.clear_cookie());
-    if auth.config.cookie.domain.is_some() {
+    if auth.config.handover_cookie != auth.config.cookie {
         // A hand-over may have left a host-only cookie here too.
-        answer.set_cookies.push(
-            CookieSettings {
-                domain: None,
-                ..auth.config.cookie.clone()
-            }
-            .clear_cookie(),
-        );
+        answer
+            .set_cookies
+            .push(auth.config.handover_cookie.clear_cookie());
     }
     answer
 }

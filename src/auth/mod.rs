@@ -41,7 +41,13 @@ pub struct AuthConfig {
     pub keys: Arc<SessionKeys>,
     pub backend: StoreBackend,
     pub store: StoreSettings,
+    /// The session cookie; named `__Host-<name>` when secure and host-only.
     pub cookie: CookieSettings,
+    /// The host-only cookie set by the hand-over on hosts outside `cookie.domain`.
+    pub handover_cookie: CookieSettings,
+    /// `session.cookie.name` as configured, without prefix: every cookie of ours is named
+    /// after it ([`CookieSettings::is_own_cookie`]).
+    pub cookie_base: String,
     pub cache_ttl: Duration,
     pub refresh: bool,
     /// In config order; the first is the default.
@@ -158,14 +164,31 @@ impl Auth {
             return Ok(Lookup::Absent);
         };
         let now = self.clock.now_secs();
+        let names = [
+            self.config.cookie.name.as_str(),
+            self.config.handover_cookie.name.as_str(),
+        ];
         let mut presented = false;
-        let sid = crate::session::cookie::cookie_values(header, &self.config.cookie.name)
-            .find_map(|v| {
-                presented = true;
-                SessionCookie::decode(v, &self.config.keys, now)
-            })
-            .map(|c| c.sid);
-        let Some(sid) = sid else {
+        let mut found: Option<SessionCookie> = None;
+        for (_, value) in
+            crate::session::cookie::cookie_pairs(header).filter(|(name, _)| names.contains(name))
+        {
+            presented = true;
+            let Some(cookie) = SessionCookie::decode(value, &self.config.keys, now) else {
+                continue;
+            };
+            match found {
+                None => found = Some(cookie),
+                Some(first) if first.sid == cookie.sid => {}
+                Some(_) => {
+                    // Two live session cookies: one may have been planted by a sibling
+                    // subdomain (cookie tossing), and nothing tells which. Neither counts.
+                    tracing::warn!("several session cookies name different sessions; none is used");
+                    return Ok(Lookup::Absent);
+                }
+            }
+        }
+        let Some(sid) = found.map(|c| c.sid) else {
             if presented {
                 metrics::INVALID_COOKIES.inc();
                 return Ok(Lookup::Stale);

@@ -70,6 +70,7 @@ pub fn compile(file: schema::File, source: &Path) -> Result<Runtime, Problems> {
         read: dur("upstream_read", &t.upstream_read, 60),
         idle: dur("idle", &t.idle, 60),
     };
+    let header_timeout = dur("request_header", &t.request_header, 10);
     let threads = match file.server.threads {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n if n > 1024 => {
@@ -117,6 +118,7 @@ pub fn compile(file: schema::File, source: &Path) -> Result<Runtime, Problems> {
         threads,
         trusted_proxies,
         idle_timeout: timeouts.idle,
+        header_timeout,
         logging,
         strip,
         routes: RouteTable::new(routes),
@@ -584,6 +586,7 @@ fn routes(
             metrics,
             name,
             host,
+            lenient_path: crate::path::lenient_reading(&path).into_owned(),
             path,
             upstream,
             auth,

@@ -140,6 +140,8 @@ pub fn compile_auth(
         secure: c.secure,
     };
     note(p, "session.cookie".into(), cookie.validate());
+    let handover_cookie = cookie.host_only();
+    let cookie = cookie.with_host_prefix();
     (&c.name, &c.domain, &c.same_site, c.secure).hash(&mut fp);
 
     let mut providers = Vec::new();
@@ -207,7 +209,9 @@ pub fn compile_auth(
         keys: Arc::new(keys),
         backend,
         store,
+        cookie_base: c.name.clone(),
         cookie,
+        handover_cookie,
         cache_ttl,
         refresh: session.refresh,
         providers,

@@ -58,6 +58,8 @@ pub struct Timeouts {
     pub upstream_connect: String,
     pub upstream_read: String,
     pub idle: String,
+    /// How long a client may take to send a request's head.
+    pub request_header: String,
 }
 
 impl Default for Timeouts {
@@ -66,6 +68,7 @@ impl Default for Timeouts {
             upstream_connect: "5s".into(),
             upstream_read: "60s".into(),
             idle: "60s".into(),
+            request_header: "10s".into(),
         }
     }
 }

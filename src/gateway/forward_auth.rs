@@ -42,23 +42,23 @@ struct Original {
     flavor: Flavor,
 }
 
-/// The original target of an Envoy check, read from the raw request path before it is
+/// The original target of an Envoy check, read from the raw request target before it is
 /// normalised (normalising `/.portcullis/auth/envoy/../x` would climb out of the prefix).
-pub(super) fn envoy_target(req: &pingora::http::RequestHeader) -> Option<String> {
-    let rest = req.uri.path().strip_prefix("/.portcullis/auth/envoy")?;
+pub(super) fn envoy_target(target: &request::Target<'_>) -> Option<String> {
+    let rest = target.path.strip_prefix("/.portcullis/auth/envoy")?;
     if !rest.is_empty() && !rest.starts_with('/') {
         return None;
     }
-    let mut target = if rest.is_empty() {
+    let mut original = if rest.is_empty() {
         "/".to_string()
     } else {
         rest.to_string()
     };
-    if let Some(q) = req.uri.query() {
-        target.push('?');
-        target.push_str(q);
+    if let Some(q) = target.query {
+        original.push('?');
+        original.push_str(q);
     }
-    Some(target)
+    Some(original)
 }
 
 /// Answers a forward-auth check; `envoy` is the original target for Envoy's form.
@@ -172,7 +172,10 @@ fn original_request(
             s if s.eq_ignore_ascii_case("http") => "http",
             _ => return Err("X-Original-URL must be an http(s) URL"),
         };
-        let after_scheme = after_scheme.split('#').next().unwrap_or_default();
+        if after_scheme.contains('#') {
+            // nginx routes on the part before `#`; an app may resolve the whole.
+            return Err("X-Original-URL must not carry a fragment (#)");
+        }
         let (authority, target) = match after_scheme.find(['/', '?']) {
             Some(i) => (&after_scheme[..i], &after_scheme[i..]),
             None => (after_scheme, "/"),

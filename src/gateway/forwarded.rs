@@ -3,9 +3,10 @@
 
 use super::Ctx;
 use crate::routes::Route;
+use crate::session::CookieSettings;
 use http::HeaderName;
 use pingora::http::RequestHeader;
-use pingora::Result;
+use pingora::{OrErr, Result};
 
 // Header names as constants: a `&str` name is parsed again on every use (visible in profiles).
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -122,36 +123,47 @@ pub fn prepare(req: &mut RequestHeader, ctx: &Ctx, route: &Route) -> Result<()> 
         req.insert_header(n.clone(), v.clone())?;
     }
     if let Some(auth) = &ctx.rt.auth {
-        strip_own_cookies(req, &auth.config.cookie.name)?;
+        strip_own_cookies(req, auth.config.cookie_base.as_bytes())?;
     }
     Ok(())
 }
 
-/// Removes Portcullis' cookies (the session and any login in progress) from what the app
-/// receives: the app has no use for them, and its logs should never see them.
-fn strip_own_cookies(req: &mut RequestHeader, name: &str) -> Result<()> {
-    let values: Vec<String> = req
+/// Removes Portcullis' cookies (the session under any prefix, and logins in progress) from
+/// what the app receives: the app has no use for them, its logs should never see them, and an
+/// app on a public route must not be able to collect them. Works on bytes, so a `Cookie`
+/// header holding anything (`note=café`, invalid UTF-8) is stripped all the same.
+fn strip_own_cookies(req: &mut RequestHeader, base: &[u8]) -> Result<()> {
+    let mentions_ours = req
         .headers
         .get_all(http::header::COOKIE)
         .iter()
-        .filter_map(|v| v.to_str().ok().map(str::to_string))
-        .collect();
-    if values.is_empty() || !values.iter().any(|v| v.contains(name)) {
+        .any(|v| v.as_bytes().windows(base.len()).any(|w| w == base));
+    if !mentions_ours {
         return Ok(());
     }
-    let login_prefix = format!("{name}_login_");
-    let kept: Vec<&str> = values
-        .iter()
-        .flat_map(|v| v.split(';'))
-        .map(str::trim)
-        .filter(|kv| {
-            let key = kv.split_once('=').map_or(*kv, |(k, _)| k).trim();
-            !kv.is_empty() && key != name && !key.starts_with(&login_prefix)
-        })
-        .collect();
+    let mut kept: Vec<u8> = Vec::new();
+    for value in req.headers.get_all(http::header::COOKIE) {
+        for pair in value.as_bytes().split(|&b| b == b';') {
+            let pair = pair.trim_ascii();
+            let name = pair
+                .split(|&b| b == b'=')
+                .next()
+                .unwrap_or(pair)
+                .trim_ascii();
+            if pair.is_empty() || CookieSettings::is_own_cookie(base, name) {
+                continue;
+            }
+            if !kept.is_empty() {
+                kept.extend_from_slice(b"; ");
+            }
+            kept.extend_from_slice(pair);
+        }
+    }
     req.remove_header(&http::header::COOKIE);
     if !kept.is_empty() {
-        req.insert_header(http::header::COOKIE, kept.join("; "))?;
+        let value = http::HeaderValue::from_bytes(&kept)
+            .or_err(pingora::ErrorType::InvalidHTTPHeader, "rebuilding Cookie")?;
+        req.insert_header(http::header::COOKIE, value)?;
     }
     Ok(())
 }

@@ -4,7 +4,10 @@
 
 mod forward_auth;
 mod forwarded;
+mod header_deadline;
 pub mod respond;
+
+pub use header_deadline::HeadDeadline;
 
 use crate::auth::endpoints::{self, login_url, Answer, EndpointRequest};
 use crate::auth::render_identity_headers;
@@ -81,6 +84,7 @@ impl ProxyHttp for Gateway {
     /// decides, and answers everything that is not proxied. `Ok(true)` means a response was
     /// written here and the request ends.
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        header_deadline::head_received();
         let rt = Arc::clone(&ctx.rt);
         session.set_keepalive(Some(rt.idle_timeout.as_secs()));
 
@@ -112,14 +116,31 @@ impl ProxyHttp for Gateway {
                 .and_then(|v| v.to_str().ok()),
         );
 
-        let target_len = req.uri.path_and_query().map_or(0, |pq| pq.as_str().len());
-        if let Err((status, reason)) = request::check_shape(req.version, &req.headers, target_len) {
+        if let Err((status, reason)) =
+            request::check_shape(req.version, &req.headers, req.raw_path().len())
+        {
             return deny(session, ctx, status, reason, wants_html).await;
         }
+        if req.headers.contains_key(http::header::TRANSFER_ENCODING)
+            && session
+                .as_downstream()
+                .as_http1()
+                .is_some_and(|h1| request::head_names_content_length(&h1.get_headers_raw_bytes()))
+        {
+            // Request smuggling: two framings that servers behind us may read differently.
+            // Pingora already dropped the Content-Length and will close the connection.
+            return deny(
+                session,
+                ctx,
+                StatusCode::BAD_REQUEST,
+                "both Content-Length and Transfer-Encoding",
+                wants_html,
+            )
+            .await;
+        }
 
-        let envoy = forward_auth::envoy_target(session.req_header());
-        let view = match build_view(session, ctx, wants_html) {
-            Ok(v) => v,
+        let (view, envoy) = match read_request(session, ctx, wants_html) {
+            Ok(read) => read,
             Err(bad) => {
                 return deny(
                     session,
@@ -131,27 +152,6 @@ impl ProxyHttp for Gateway {
                 .await;
             }
         };
-
-        // The upstream receives exactly the path that was routed on.
-        if session.req_header().uri.path() != view.path {
-            let target = match &view.query {
-                Some(q) => format!("{}?{q}", view.path),
-                None => view.path.clone(),
-            };
-            match http::Uri::builder().path_and_query(target).build() {
-                Ok(uri) => session.req_header_mut().set_uri(uri),
-                Err(_) => {
-                    return deny(
-                        session,
-                        ctx,
-                        StatusCode::BAD_REQUEST,
-                        "invalid request target",
-                        wants_html,
-                    )
-                    .await
-                }
-            }
-        }
 
         if envoy.is_some() || view.path == "/.portcullis/auth" {
             return forward_auth::handle(session, ctx, &view, envoy).await;
@@ -307,6 +307,7 @@ impl ProxyHttp for Gateway {
 
     /// Runs when the request is over: metrics and the access log line.
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        header_deadline::request_done();
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let route = ctx.route_label();
         let elapsed = ctx.start.elapsed();
@@ -487,21 +488,23 @@ fn header_str<'a>(req: &'a RequestHeader, name: &http::HeaderName) -> Option<&'a
     req.headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-/// Every `Cookie` header of the request joined (HTTP/2 may split them).
+/// Every `Cookie` header of the request joined (HTTP/2 may split them), as text. A header
+/// with bytes that are not UTF-8 is read with replacement characters: another cookie's odd
+/// bytes never hide ours.
 fn cookie_header(req: &RequestHeader) -> Option<std::borrow::Cow<'_, str>> {
     let mut values = req
         .headers
         .get_all(http::header::COOKIE)
         .iter()
-        .filter_map(|v| v.to_str().ok());
+        .map(|v| String::from_utf8_lossy(v.as_bytes()));
     let first = values.next()?;
     match values.next() {
-        None => Some(std::borrow::Cow::Borrowed(first)),
+        None => Some(first),
         Some(second) => {
             let mut joined = format!("{first}; {second}");
             for v in values {
                 joined.push_str("; ");
-                joined.push_str(v);
+                joined.push_str(&v);
             }
             Some(std::borrow::Cow::Owned(joined))
         }
@@ -596,48 +599,110 @@ async fn write_answer_with(
     Ok(true)
 }
 
-/// Builds the engine's view of the request, or says why it cannot be routed.
-fn build_view(
-    session: &Session,
+/// Builds the engine's view of the request from the request line and `Host`, and pins what
+/// the upstream will receive to it: the target becomes the normalised origin-form path that
+/// routing sees, and an absolute-form target's authority becomes the `Host`. Returns the view
+/// and, for Envoy checks, the original target; or says why the request cannot be routed.
+fn read_request(
+    session: &mut Session,
     ctx: &mut Ctx,
     wants_html: bool,
-) -> std::result::Result<RequestView, BadRequest> {
+) -> std::result::Result<(RequestView, Option<String>), BadRequest> {
     let req = session.req_header();
+    let target = request::Target::parse(req.raw_path())?;
+    // HTTP/1.1 absolute-form, or the authority Pingora took from an HTTP/2 request.
+    let authority = target
+        .authority
+        .or_else(|| req.uri.authority().map(|a| a.as_str()));
     let host_header = req
         .headers
         .get(http::header::HOST)
         .map(|v| v.to_str().map_err(|_| BadRequest::Host));
-    let host = match (req.uri.authority(), host_header) {
-        (Some(auth), Some(h)) => {
+    let host = match (authority, host_header) {
+        (Some(authority), Some(h)) => {
             let h = request::parse_host(h?)?;
-            if request::parse_host(auth.as_str())? != h {
+            if request::parse_host(authority)? != h {
                 return Err(BadRequest::HostMismatch);
             }
             h
         }
-        (Some(auth), None) => request::parse_host(auth.as_str())?,
+        (Some(authority), None) => request::parse_host(authority)?,
         (None, Some(h)) => request::parse_host(h?)?,
         (None, None) => String::new(),
     };
-    ctx.host_header = req
-        .headers
-        .get(http::header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
-        .or_else(|| req.uri.authority().map(|a| a.to_string()));
-    let raw_path = req.uri.path();
-    let (path, _) = request::split_target(raw_path)?;
-    Ok(RequestView {
-        method: req.method.clone(),
+    // RFC 9112 §3.2.2: an absolute-form target's authority is the request's host.
+    ctx.host_header = match authority {
+        Some(a) => Some(a.to_string()),
+        None => req
+            .headers
+            .get(http::header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
+    };
+    let path = target.normalised_path()?;
+    let query = target.query.map(str::to_string);
+    let envoy = forward_auth::envoy_target(&target);
+    let method = req.method.clone();
+    let absolute_authority = target.authority.map(str::to_string);
+    let websocket = session.is_upgrade_req();
+    pin_upstream_request(
+        session.req_header_mut(),
+        &path,
+        query.as_deref(),
+        absolute_authority.as_deref(),
+    )?;
+    let view = RequestView {
+        method,
         tls: ctx.tls,
         host,
         authority: ctx.host_header.clone().unwrap_or_default(),
         path,
-        query: req.uri.query().map(str::to_string),
+        query,
         client_ip: ctx.client_ip,
         wants_html,
-        websocket: session.is_upgrade_req(),
-    })
+        websocket,
+    };
+    Ok((view, envoy))
+}
+
+/// Makes the request the upstream will receive say exactly what was routed: the target is
+/// `path?query` in origin-form (Pingora would otherwise write the raw bytes it received, which
+/// an app may resolve to another path), and an absolute-form `authority` is the `Host`.
+fn pin_upstream_request(
+    req: &mut RequestHeader,
+    path: &str,
+    query: Option<&str>,
+    authority: Option<&str>,
+) -> std::result::Result<(), BadRequest> {
+    let raw = req.raw_path();
+    let same = match query {
+        None => raw == path.as_bytes(),
+        Some(q) => {
+            raw.len() == path.len() + 1 + q.len()
+                && raw.starts_with(path.as_bytes())
+                && raw[path.len()] == b'?'
+                && raw.ends_with(q.as_bytes())
+        }
+    };
+    if !same {
+        let target = match query {
+            Some(q) => format!("{path}?{q}"),
+            None => path.to_string(),
+        };
+        let uri = http::Uri::builder()
+            .path_and_query(target)
+            .build()
+            .map_err(|_| BadRequest::Target)?;
+        req.set_uri(uri);
+    }
+    if let Some(authority) = authority {
+        let value = http::HeaderValue::from_str(authority).map_err(|_| BadRequest::Host)?;
+        if req.headers.get(http::header::HOST) != Some(&value) {
+            req.insert_header(http::header::HOST, value)
+                .map_err(|_| BadRequest::Host)?;
+        }
+    }
+    Ok(())
 }
 
 /// Writes an error page for a denied request.

@@ -79,9 +79,14 @@ impl SessionCookie {
 /// The values of every cookie called `name` in a `Cookie` header, in order. Browsers may send
 /// several (a host-only one and a domain one), so callers try each.
 pub fn cookie_values<'a>(header: &'a str, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-    header.split(';').filter_map(move |pair| {
+    cookie_pairs(header).filter_map(move |(n, v)| (n == name).then_some(v))
+}
+
+/// Every `name=value` pair of a `Cookie` header, trimmed, quotes around the value removed.
+pub fn cookie_pairs(header: &str) -> impl Iterator<Item = (&str, &str)> {
+    header.split(';').filter_map(|pair| {
         let (n, v) = pair.split_once('=')?;
-        (n.trim() == name).then(|| v.trim().trim_matches('"'))
+        Some((n.trim(), v.trim().trim_matches('"')))
     })
 }
 
@@ -155,6 +160,37 @@ impl CookieSettings {
             return Err("a __Secure- cookie needs secure: true".into());
         }
         Ok(())
+    }
+
+    /// These settings with the cookie named `__Host-<name>` where browsers allow it (secure,
+    /// host-only, and not already prefixed): such a cookie can only have been set by this very
+    /// host over HTTPS, so a sibling subdomain cannot plant one ("cookie tossing").
+    pub fn with_host_prefix(mut self) -> CookieSettings {
+        if self.secure && self.domain.is_none() && !self.name.starts_with("__") {
+            self.name = format!("__Host-{}", self.name);
+        }
+        self
+    }
+
+    /// The host-only cookie for a host outside `domain` (the session hand-over), prefixed as
+    /// in [`with_host_prefix`](Self::with_host_prefix).
+    pub fn host_only(&self) -> CookieSettings {
+        CookieSettings {
+            domain: None,
+            ..self.clone()
+        }
+        .with_host_prefix()
+    }
+
+    /// Whether a cookie of this name is one of Portcullis' own: the session cookie under any
+    /// prefix, or a login in progress. `base` is the configured name, without prefix.
+    pub fn is_own_cookie(base: &[u8], name: &[u8]) -> bool {
+        let name = name
+            .strip_prefix(b"__Host-")
+            .or_else(|| name.strip_prefix(b"__Secure-"))
+            .unwrap_or(name);
+        name.strip_prefix(base)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with(b"_login_"))
     }
 
     /// `Set-Cookie` value for a session cookie holding `value`, living `max_age`.
@@ -333,6 +369,53 @@ mod tests {
             .set_named("_portcullis_login_ab", "x", Duration::from_secs(600))
             .starts_with("_portcullis_login_ab=x; Path=/; Max-Age=600; HttpOnly"));
         assert!(s.clear_named("n").contains("Max-Age=0"));
+    }
+
+    #[test]
+    fn host_prefix_where_browsers_allow_it() {
+        let plain = CookieSettings::default();
+        assert_eq!(plain.clone().with_host_prefix().name, "__Host-_portcullis");
+        assert_eq!(plain.host_only().name, "__Host-_portcullis");
+        let insecure = CookieSettings {
+            secure: false,
+            ..CookieSettings::default()
+        };
+        assert_eq!(insecure.clone().with_host_prefix().name, "_portcullis");
+        let shared = CookieSettings {
+            domain: Some(".example.com".into()),
+            ..CookieSettings::default()
+        };
+        assert_eq!(shared.clone().with_host_prefix().name, "_portcullis");
+        assert_eq!(shared.host_only().name, "__Host-_portcullis");
+        assert_eq!(shared.host_only().domain, None);
+        let named = CookieSettings {
+            name: "__Secure-s".into(),
+            ..CookieSettings::default()
+        };
+        assert_eq!(named.with_host_prefix().name, "__Secure-s");
+        for own in [
+            "_portcullis",
+            "__Host-_portcullis",
+            "__Secure-_portcullis",
+            "_portcullis_login_abc",
+            "__Host-_portcullis_login_abc",
+        ] {
+            assert!(
+                CookieSettings::is_own_cookie(b"_portcullis", own.as_bytes()),
+                "{own}"
+            );
+        }
+        for other in [
+            "_portcullisx",
+            "x_portcullis",
+            "__Host-x",
+            "_portcullis_loginx",
+        ] {
+            assert!(
+                !CookieSettings::is_own_cookie(b"_portcullis", other.as_bytes()),
+                "{other}"
+            );
+        }
     }
 
     #[test]
