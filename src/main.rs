@@ -63,8 +63,9 @@ fn main() -> ExitCode {
                     if let Some(tls) = &rt.listeners.tls {
                         println!("  tls: {:?}", tls.addrs);
                     }
-                    if let Some(admin) = rt.listeners.admin {
-                        println!("  admin: {admin}");
+                    match rt.listeners.admin {
+                        Some(admin) => println!("  admin: {admin}"),
+                        None => println!("  admin: off"),
                     }
                     println!("  threads: {}", rt.threads);
                     println!("  routes: {}", rt.routes.routes().len());

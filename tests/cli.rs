@@ -1,11 +1,12 @@
-//! The command line: `check`, `serve` with a bad file, `gen-secret`, `--version`, `--help`.
+//! The command line: `check`, `serve` with a bad file or without the admin listener,
+//! `gen-secret`, `--version`, `--help`.
 //! Config errors are printed one per line as `path:line:col: key: message`.
 
 mod support;
 
 use base64::Engine;
 use std::path::Path;
-use support::{run_cli, Setup};
+use support::{raw_get, run_cli, Setup};
 
 /// Runs `portcullis check --config FILE` on `yaml` written into a fresh directory.
 fn check(yaml: &str) -> (Setup, String, Option<i32>, String, String) {
@@ -358,4 +359,84 @@ fn version_and_help() {
     let (code, _, err) = run_cli(&["no-such-command"], dir.path(), &[]);
     assert_ne!(code, Some(0));
     assert!(!err.is_empty());
+}
+
+/// `admin: null`, `admin: { listen: null }` and `admin: { listen: off }` all mean "no admin
+/// listener", and `check` says so; a misspelt key under `admin` is still an unknown key.
+#[test]
+fn check_accepts_a_disabled_admin_listener() {
+    for admin in [
+        "admin: null",
+        "admin:",
+        "admin: { listen: null }",
+        "admin: { listen: off }",
+    ] {
+        let (_setup, path, code, out, err) = check(&format!(
+            "server:\n  listen: [\"127.0.0.1:18080\"]\n{admin}\nroutes:\n  - upstream: \"static://204\"\n"
+        ));
+        assert_eq!(code, Some(0), "{admin}\nstdout: {out}\nstderr: {err}");
+        assert!(out.contains(&format!("{path}: ok")), "{admin}: {out}");
+        assert!(out.contains("  admin: off"), "{admin}: {out}");
+    }
+    let (_setup, path, code, out, err) =
+        check("admin: { lisen: 127.0.0.1:9902 }\nroutes:\n  - upstream: \"static://204\"\n");
+    assert_eq!(code, Some(1), "stdout: {out}\nstderr: {err}");
+    assert_error(
+        &error_lines(&err, &path),
+        &path,
+        1,
+        10,
+        "admin.lisen",
+        "unknown key",
+    );
+}
+
+/// The sockets the process `pid` listens on, as TCP ports (from /proc: the inodes of its open
+/// sockets, looked up among the listening ones).
+fn listening_ports(pid: u32) -> Vec<u16> {
+    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("reading /proc/PID/fd")
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter_map(|l| {
+            let l = l.to_string_lossy().into_owned();
+            Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_string())
+        })
+        .collect();
+    let mut ports = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            // cols: sl local_address rem_address st ... inode (10th)
+            if cols.len() > 9 && cols[3] == "0A" && inodes.iter().any(|i| i == cols[9]) {
+                let port = cols[1].rsplit(':').next().unwrap_or_default();
+                ports.push(u16::from_str_radix(port, 16).expect("hex port"));
+            }
+        }
+    }
+    ports.sort_unstable();
+    ports.dedup();
+    ports
+}
+
+/// With `admin: null`, `serve` runs and proxies, and listens on nothing but its proxy port:
+/// neither the default 127.0.0.1:9901 nor any other admin port.
+#[tokio::test]
+async fn serve_runs_without_an_admin_listener() {
+    for admin in ["admin: null", "admin: { listen: off }"] {
+        // No @ADMIN@ in the config: the harness sees it up through the HTTP listener.
+        let pc = Setup::new().start(&format!(
+            "server:\n  listen: [\"127.0.0.1:@HTTP@\"]\n  threads: 1\n{admin}\nroutes:\n  - path: /up\n    upstream: \"static://204\"\n"
+        ));
+        let r = raw_get(pc.http_port(), "app.test", "/up", &[]).await;
+        assert_eq!(r.status, 204, "{admin}");
+        assert_eq!(listening_ports(pc.pid()), [pc.http_port()], "{admin}");
+        let started = pc
+            .wait_for_stdout_line(|l| l.contains("\"portcullis starting\""))
+            .await
+            .expect("the start line");
+        assert!(started.contains("\"admin\":\"None\""), "{admin}: {started}");
+    }
 }

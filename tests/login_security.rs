@@ -2,10 +2,11 @@
 //! cookie, with a real IdP (`oidc-provider`, able to forge bad ID tokens on request), the real
 //! server and a real upstream. Each test starts its own IdP, upstream and Portcullis.
 //!
-//! Covered: state mismatch, replayed callbacks, PKCE binding of the code, nonce and ID token
-//! verification, tampered / truncated / foreign / expired cookies, hostile `rd` values on
-//! start and logout, IdP errors, browser vs API answers per `auth:` mode, forged identity
-//! headers, cookie attributes, logout, the cross-host hand-over, userinfo, and secrets in logs.
+//! Covered: state mismatch, replayed callbacks, PKCE binding of the code, the mix-up defence
+//! (RFC 9207 `iss`), nonce and ID token verification, tampered / truncated / foreign / expired
+//! cookies, hostile `rd` values on start and logout, IdP errors, browser vs API answers per
+//! `auth:` mode, forged identity headers, cookie attributes, logout, the cross-host hand-over,
+//! userinfo, and secrets in logs.
 
 mod support;
 
@@ -508,7 +509,8 @@ async fn code_of_one_login_with_the_state_of_another_is_refused() {
         .query_pairs_mut()
         .clear()
         .append_pair("code", &query(&first, "code").unwrap())
-        .append_pair("state", &query(&second, "state").unwrap());
+        .append_pair("state", &query(&second, "state").unwrap())
+        .append_pair("iss", w.idp.issuer());
     let page = b.get_once(spliced.as_str()).await;
     assert!(
         (400..500).contains(&page.status),
@@ -524,6 +526,223 @@ async fn code_of_one_login_with_the_state_of_another_is_refused() {
     assert_eq!(w.successes().await, 0.0);
     assert_eq!(w.failures().await, 1.0);
     assert_eq!(w.identified_requests(), 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Mix-up defence: the callback's `iss` (RFC 9207)
+// ---------------------------------------------------------------------------------------------
+
+const EVIL_ISSUER: &str = "http://idp.evil.test";
+
+/// A world whose IdP is told `without_iss` (an IdP from before RFC 9207), with a second provider
+/// `other` after the first: another real IdP, a login's `iss` could name it.
+async fn mixup_world(without_iss: bool) -> (World, Idp) {
+    let setup = Setup::new();
+    let base = format!("http://127.0.0.1:{}", setup.http);
+    let mut config = idp_config(&[&base]);
+    config.without_iss_parameter = without_iss;
+    let idp = Idp::start(config);
+    let other = Idp::start(idp_config(&[&base]));
+    let up = Upstream::start();
+    let second = format!(
+        "  - id: other\n    type: oidc\n    issuer: {}\n    client_id: portcullis\n    client_secret: {CLIENT_SECRET}\nroutes:\n",
+        other.issuer()
+    );
+    let yaml = config_yaml(&base, &idp, &up, &Opts::default()).replacen("routes:\n", &second, 1);
+    let pc = setup.start(&yaml);
+    pc.ready().await;
+    (World { idp, up, pc, base }, other)
+}
+
+/// `url` with every `name` parameter taken out and `values` appended under that name.
+fn with_param(url: &Url, name: &str, values: &[&str]) -> Url {
+    let kept: Vec<(String, String)> = url
+        .query_pairs()
+        .filter(|(k, _)| k != name)
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    let mut out = url.clone();
+    {
+        let mut q = out.query_pairs_mut();
+        q.clear().extend_pairs(&kept);
+        for v in values {
+            q.append_pair(name, v);
+        }
+    }
+    out
+}
+
+async fn discovery(idp: &Idp) -> serde_json::Value {
+    support::http_client()
+        .get(idp.discovery_url())
+        .send()
+        .await
+        .expect("discovery")
+        .json()
+        .await
+        .expect("discovery JSON")
+}
+
+/// Visits the callback `cb` (from a login `b` started) and asserts it is refused as a mix-up:
+/// the "Sign-in failed" page with 401, no session, the login cookie cleared, the code never
+/// taken to any IdP, one more failed login and a `login_failure` audit line saying `reason`.
+async fn assert_mixup_refused(w: &World, b: &Browser, cb: &Url, reason: &str, what: &str) {
+    let failures = w.failures().await;
+    let audited = || {
+        w.pc.stdout()
+            .lines()
+            .filter(|l| l.contains("\"event\":\"login_failure\"") && l.contains(reason))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    let audited_before = audited().len();
+    let exchanges = w.idp.counter("grant:authorization_code").await
+        + w.idp.counter("grant_error:authorization_code").await;
+    let state = query(cb, "state").expect("state in the callback");
+    let login_cookie = format!("{COOKIE}_login_{}", &state[..12]);
+    assert!(
+        b.has_cookie(&login_cookie),
+        "{what}: no login cookie before"
+    );
+
+    let page = b.get_once(cb.as_str()).await;
+    assert_eq!(page.status, 401, "{what}: {}", page.body);
+    assert!(
+        page.header("content-type")
+            .unwrap_or_default()
+            .starts_with("text/html"),
+        "{what}: {:?}",
+        page.header("content-type")
+    );
+    assert!(
+        page.body.contains("Sign-in failed"),
+        "{what}: {}",
+        page.body
+    );
+    assert!(
+        !sets_cookie(&page.header_all("set-cookie"), COOKIE),
+        "{what}: a session cookie was set: {:?}",
+        page.header_all("set-cookie")
+    );
+    assert!(b.cookie_for(&w.base, COOKIE).is_none(), "{what}");
+    assert!(!b.has_cookie(&login_cookie), "{what}: login cookie kept");
+    let me = b.get(&w.url("/.portcullis/userinfo")).await;
+    assert_eq!(me.status, 401, "{what}: userinfo {}", me.body);
+    assert_eq!(
+        w.idp.counter("grant:authorization_code").await
+            + w.idp.counter("grant_error:authorization_code").await,
+        exchanges,
+        "{what}: the code went to the IdP"
+    );
+    assert_eq!(w.failures().await, failures + 1.0, "{what}");
+    let line = support::eventually(Duration::from_secs(5), "login_failure audit line", || {
+        let lines = audited();
+        async move { lines.get(audited_before).cloned() }
+    })
+    .await;
+    assert!(line.contains("\"provider\":\"test\""), "{what}: {line}");
+}
+
+/// The test IdP (oidc-provider) advertises `authorization_response_iss_parameter_supported` and
+/// puts `iss` into its responses. A callback whose `iss` was changed, even to the issuer of the
+/// other configured provider (the mix-up: never a reason to switch providers), or removed, or
+/// given twice, is refused before the code is used; the untouched callback logs in.
+#[tokio::test]
+async fn callback_iss_must_be_the_login_providers_issuer() {
+    let (w, other) = mixup_world(false).await;
+    let issuer = w.idp.issuer().to_string();
+    assert_eq!(
+        discovery(&w.idp).await["authorization_response_iss_parameter_supported"],
+        true
+    );
+    let slash = format!("{issuer}/");
+    let cases: [(&str, Vec<&str>, &str); 6] = [
+        (
+            "iss of an unknown issuer",
+            vec![EVIL_ISSUER],
+            "is not the provider's issuer",
+        ),
+        (
+            "iss of the other provider",
+            vec![other.issuer()],
+            "is not the provider's issuer",
+        ),
+        (
+            "iss with a trailing slash",
+            vec![&slash],
+            "is not the provider's issuer",
+        ),
+        ("iss empty", vec![""], "is not the provider's issuer"),
+        ("iss removed", vec![], "without iss"),
+        ("iss twice", vec![&issuer, EVIL_ISSUER], "more than one iss"),
+    ];
+    for (what, values, reason) in cases {
+        let b = Browser::new();
+        let cb = to_callback(&w, &b, &w.url("/private/m"), "alice").await;
+        assert_eq!(
+            query(&cb, "iss").as_deref(),
+            Some(issuer.as_str()),
+            "{what}"
+        );
+        assert_mixup_refused(&w, &b, &with_param(&cb, "iss", &values), reason, what).await;
+    }
+    assert_eq!(w.idp.counter("grant:authorization_code").await, 0);
+    assert_eq!(other.counter("grant:authorization_code").await, 0);
+    assert_eq!(other.counter("grant_error:authorization_code").await, 0);
+    assert_eq!(w.identified_requests(), 0);
+
+    // Untouched, the same login works.
+    let b = Browser::new();
+    let cb = to_callback(&w, &b, &w.url("/private/ok"), "alice").await;
+    let page = b.get_once(cb.as_str()).await;
+    assert_eq!(page.status, 302, "{}", page.body);
+    assert_eq!(page.location(), Some(w.url("/private/ok").as_str()));
+    let me = b.get(&w.url("/.portcullis/userinfo")).await;
+    assert_eq!(me.status, 200, "{}", me.body);
+    assert!(me.body.contains("\"user\":\"alice\""), "{}", me.body);
+    assert_eq!(w.successes().await, 1.0);
+    assert_eq!(w.failures().await, 6.0);
+    assert_eq!(w.idp.counter("grant:authorization_code").await, 1);
+}
+
+/// An IdP from before RFC 9207 (no `iss`, not advertised): its callbacks log in as before, but
+/// an `iss` that is present is still compared (RFC 9207 section 2.4).
+#[tokio::test]
+async fn without_advertised_iss_a_present_one_is_still_compared() {
+    let (w, other) = mixup_world(true).await;
+    let issuer = w.idp.issuer().to_string();
+    let disco = discovery(&w.idp).await;
+    assert!(
+        disco
+            .get("authorization_response_iss_parameter_supported")
+            .is_none(),
+        "{disco}"
+    );
+
+    for (what, values) in [
+        ("iss of an unknown issuer", vec![EVIL_ISSUER]),
+        ("iss of the other provider", vec![other.issuer()]),
+    ] {
+        let b = Browser::new();
+        let cb = to_callback(&w, &b, &w.url("/private/m"), "alice").await;
+        assert_eq!(query(&cb, "iss"), None, "{what}: the IdP sent iss");
+        let cb = with_param(&cb, "iss", &values);
+        assert_mixup_refused(&w, &b, &cb, "is not the provider's issuer", what).await;
+    }
+    assert_eq!(w.idp.counter("grant:authorization_code").await, 0);
+
+    // Without iss, as this IdP answers, and with the right one added: both log in.
+    for (i, values) in [vec![], vec![issuer.as_str()]].into_iter().enumerate() {
+        let b = Browser::new();
+        let path = format!("/private/ok{i}");
+        let cb = to_callback(&w, &b, &w.url(&path), "alice").await;
+        let page = b.get_once(with_param(&cb, "iss", &values).as_str()).await;
+        assert_eq!(page.status, 302, "iss {values:?}: {}", page.body);
+        assert_eq!(page.location(), Some(w.url(&path).as_str()));
+        assert!(b.cookie_for(&w.base, COOKIE).is_some(), "iss {values:?}");
+    }
+    assert_eq!(w.successes().await, 2.0);
+    assert_eq!(w.failures().await, 2.0);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1130,28 +1349,46 @@ async fn idp_error_on_callback_is_a_clear_page_and_counted() {
     assert!(!page.body.contains("forged"), "{}", page.body);
     assert_eq!(w.failures().await, 2.0);
 
+    // An error for a login in progress, but without the `iss` this IdP always sends (RFC 9207):
+    // not believed to come from the IdP, so its text is not shown.
+    let start = b.get_once(&w.url("/.portcullis/start?rd=/private/e")).await;
+    let auth = Url::parse(start.location().expect("redirect to the IdP")).unwrap();
+    let state = query(&auth, "state").expect("state");
+    let page = b
+        .get_once(&w.url(&format!(
+            "/.portcullis/callback?state={}&error=access_denied&error_description=forged-{}",
+            enc(&state),
+            "x".repeat(8)
+        )))
+        .await;
+    assert_eq!(page.status, 401, "{}", page.body);
+    assert!(page.body.contains("Sign-in failed"), "{}", page.body);
+    assert!(!page.body.contains("forged-"), "{}", page.body);
+    assert_eq!(w.failures().await, 3.0);
+
     // Injected error text is shown escaped.
     let start = b.get_once(&w.url("/.portcullis/start?rd=/private/e")).await;
     let auth = Url::parse(start.location().expect("redirect to the IdP")).unwrap();
     let state = query(&auth, "state").expect("state");
     let page = b
         .get_once(&w.url(&format!(
-            "/.portcullis/callback?state={}&error={}&error_description={}",
+            "/.portcullis/callback?state={}&error={}&error_description={}&iss={}",
             enc(&state),
             enc("<script>alert(1)</script>"),
-            enc("<img src=x onerror=alert(2)>")
+            enc("<img src=x onerror=alert(2)>"),
+            enc(w.idp.issuer())
         )))
         .await;
     assert_eq!(page.status, 403, "{}", page.body);
     assert!(!page.body.contains("<script>alert(1)"), "{}", page.body);
     assert!(!page.body.contains("<img src=x"), "{}", page.body);
-    assert_eq!(w.failures().await, 3.0);
+    assert_eq!(w.failures().await, 4.0);
 
     // A successful login.
     let b = Browser::new();
     login(&w, &b, "/private/s", "alice").await;
     assert_eq!(w.successes().await, 1.0);
-    assert_eq!(w.failures().await, 3.0);
+    assert_eq!(w.failures().await, 4.0);
     let line =
         w.pc.wait_for_stdout_line(|l| l.contains("\"event\":\"login_success\""))
             .await
@@ -1829,8 +2066,9 @@ async fn secrets_stay_out_of_logs(logging: &'static str) {
     secrets.push(("bogus code".into(), bogus.into()));
     let page = b
         .get_once(&format!(
-            "{app}/.portcullis/callback?code={bogus}&state={}",
-            enc(&st2)
+            "{app}/.portcullis/callback?code={bogus}&state={}&iss={}",
+            enc(&st2),
+            enc(w.idp.issuer())
         ))
         .await;
     assert!((400..500).contains(&page.status), "{}", page.body);

@@ -113,6 +113,17 @@ impl EndpointRequest<'_> {
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.into_owned())
     }
+
+    /// Every value of `name`, in order.
+    fn params(&self, name: &str) -> Vec<String> {
+        let Some(q) = self.query else {
+            return Vec::new();
+        };
+        url::form_urlencoded::parse(q.as_bytes())
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+            .collect()
+    }
 }
 
 /// The secrets of one login in progress, sealed into its own cookie.
@@ -354,6 +365,46 @@ async fn callback(auth: &Auth, req: &EndpointRequest<'_>) -> Answer {
             "It has expired, was already used, or was started in another browser. Please open the page you wanted again.",
         ));
     };
+    let Some(provider) = auth.provider(&login.provider) else {
+        // Removed by a reload since the login started.
+        login_failed(&login.provider, "unknown provider", req.client_ip);
+        return with_clear(Answer::error(
+            StatusCode::BAD_REQUEST,
+            "unknown provider",
+            html,
+        ));
+    };
+    let unavailable = || {
+        with_clear(Answer::page(
+            StatusCode::BAD_GATEWAY,
+            "Sign-in is unavailable",
+            "The identity provider cannot be reached right now. Please try again in a moment.",
+        ))
+    };
+    let unverified = || {
+        with_clear(Answer::page(
+            StatusCode::UNAUTHORIZED,
+            "Sign-in failed",
+            "The identity provider's answer could not be verified. Please try again.",
+        ))
+    };
+    // Mix-up defence (RFC 9207): the response, error responses included, must come from the
+    // provider this login was started with, the one in the sealed login state; never one
+    // picked from the response's own `iss`.
+    match provider.check_response_issuer(&req.params("iss")) {
+        Ok(()) => {}
+        Err(OidcError::Unreachable(e)) => {
+            metrics::LOGINS
+                .with_label_values(&[&login.provider, "error"])
+                .inc();
+            tracing::warn!(provider = %login.provider, error = %e, "identity provider unreachable during callback");
+            return unavailable();
+        }
+        Err(e) => {
+            login_failed(&login.provider, &e.to_string(), req.client_ip);
+            return unverified();
+        }
+    }
     if let Some(error) = req.param("error") {
         let description = req.param("error_description").unwrap_or_default();
         let description: String = description.chars().take(200).collect();
@@ -376,13 +427,6 @@ async fn callback(auth: &Auth, req: &EndpointRequest<'_>) -> Answer {
             html,
         ));
     };
-    let Some(provider) = auth.provider(&login.provider) else {
-        return with_clear(Answer::error(
-            StatusCode::BAD_REQUEST,
-            "unknown provider",
-            html,
-        ));
-    };
     let done = match provider.complete(&code, &login.pending).await {
         Ok(done) => done,
         Err(OidcError::Unreachable(e)) => {
@@ -390,19 +434,11 @@ async fn callback(auth: &Auth, req: &EndpointRequest<'_>) -> Answer {
                 .with_label_values(&[&login.provider, "error"])
                 .inc();
             tracing::warn!(provider = %login.provider, error = %e, "identity provider unreachable during callback");
-            return with_clear(Answer::page(
-                StatusCode::BAD_GATEWAY,
-                "Sign-in is unavailable",
-                "The identity provider cannot be reached right now. Please try again in a moment.",
-            ));
+            return unavailable();
         }
         Err(e) => {
             login_failed(&login.provider, &e.to_string(), req.client_ip);
-            return with_clear(Answer::page(
-                StatusCode::UNAUTHORIZED,
-                "Sign-in failed",
-                "The identity provider's answer could not be verified. Please try again.",
-            ));
+            return unverified();
         }
     };
     let t = now(auth);

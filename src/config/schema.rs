@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 #[serde(default)]
 pub struct File {
     pub server: Server,
+    /// `admin: null` (or an empty `admin:`) disables the admin listener, as `listen: null` does.
+    #[serde(deserialize_with = "admin_or_off")]
     pub admin: Admin,
     pub logging: Logging,
     pub headers: Headers,
@@ -86,6 +88,12 @@ impl Default for Admin {
             listen: Some("127.0.0.1:9901".into()),
         }
     }
+}
+
+/// `admin: null` is `Admin { listen: None }`; an absent `admin` keeps the default (through
+/// `#[serde(default)]`). A map still goes through `Admin`, so misspelt keys are reported.
+fn admin_or_off<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Admin, D::Error> {
+    Ok(Option::<Admin>::deserialize(d)?.unwrap_or(Admin { listen: None }))
 }
 
 #[derive(Debug, Deserialize)]

@@ -353,3 +353,45 @@ fn mfa_belongs_in_allow_rules() {
         "{errs:?}"
     );
 }
+
+#[test]
+fn admin_null_or_off_disables_the_admin_listener() {
+    for text in [
+        "admin: null\n",
+        "admin: ~\n",
+        "admin:\n",
+        "admin: { listen: null }\n",
+        "admin:\n  listen:\n",
+        "admin: { listen: off }\n",
+        "admin: { listen: \"off\" }\n",
+    ] {
+        let rt = load(&format!("{text}routes:\n  - upstream: echo://\n"))
+            .unwrap_or_else(|e| panic!("{text:?} refused: {e}"));
+        assert_eq!(rt.listeners.admin, None, "{text:?}");
+    }
+    // An empty map keeps the default; a misspelt key is still reported.
+    let rt = load("admin: {}\nroutes:\n  - upstream: echo://\n").unwrap();
+    assert_eq!(rt.listeners.admin, Some("127.0.0.1:9901".parse().unwrap()));
+    let rt =
+        load("admin: { listen: \"127.0.0.1:9902\" }\nroutes:\n  - upstream: echo://\n").unwrap();
+    assert_eq!(rt.listeners.admin, Some("127.0.0.1:9902".parse().unwrap()));
+    assert_eq!(
+        errors("admin: { lisen: x }\nroutes:\n  - upstream: echo://\n"),
+        ["/etc/portcullis/test.yaml:1:10: admin.lisen: unknown key"]
+    );
+    assert_eq!(
+        errors("admin:\n  lisen: null\nroutes:\n  - upstream: echo://\n"),
+        ["/etc/portcullis/test.yaml:2:3: admin.lisen: unknown key"]
+    );
+    let errs = errors("admin: [x]\nroutes:\n  - upstream: echo://\n");
+    assert!(
+        errs.len() == 1
+            && errs[0].starts_with("/etc/portcullis/test.yaml:1:8: admin: invalid type"),
+        "{errs:?}"
+    );
+    let errs = errors("admin: { listen: nowhere }\nroutes:\n  - upstream: echo://\n");
+    assert!(
+        errs.len() == 1 && errs[0].contains(":1:10: admin.listen: invalid listen address"),
+        "{errs:?}"
+    );
+}

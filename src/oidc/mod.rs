@@ -9,13 +9,18 @@ pub use bearer::BearerError;
 pub use claims::{ClaimNames, Identity};
 
 use arc_swap::ArcSwapOption;
-use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreIdToken, CoreTokenResponse};
+use openidconnect::core::{
+    CoreAuthDisplay, CoreAuthenticationFlow, CoreClaimName, CoreClaimType, CoreClient,
+    CoreClientAuthMethod, CoreGrantType, CoreIdToken, CoreJsonWebKey,
+    CoreJweContentEncryptionAlgorithm, CoreJweKeyManagementAlgorithm, CoreResponseMode,
+    CoreResponseType, CoreSubjectIdentifierType, CoreTokenResponse,
+};
 use openidconnect::reqwest;
 use openidconnect::{
-    AccessToken, AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointMaybeSet,
-    EndpointNotSet, EndpointSet, IssuerUrl, LogoutRequest, Nonce, OAuth2TokenResponse,
-    PkceCodeChallenge, PkceCodeVerifier, PostLogoutRedirectUrl, ProviderMetadataWithLogout,
-    RedirectUrl, RefreshToken, Scope, TokenResponse,
+    AccessToken, AdditionalProviderMetadata, AuthorizationCode, ClientId, ClientSecret, CsrfToken,
+    EndpointMaybeSet, EndpointNotSet, EndpointSet, IssuerUrl, LogoutProviderMetadata,
+    LogoutRequest, Nonce, OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier,
+    PostLogoutRedirectUrl, RedirectUrl, RefreshToken, Scope, TokenResponse,
 };
 use serde_json::{Map, Value};
 use std::sync::Arc;
@@ -26,6 +31,39 @@ const MAX_IAT_SKEW: Duration = Duration::from_secs(60);
 /// Re-fetch discovery and the JWKS at least this often, and at most this often on unknown `kid`.
 const REDISCOVER_EVERY: Duration = Duration::from_secs(3600);
 const MIN_REFETCH: Duration = Duration::from_secs(10);
+
+/// Discovery metadata beyond what `openidconnect` reads itself.
+#[derive(Clone, Debug, serde::Deserialize, serde::Serialize)]
+pub struct ExtraProviderMetadata {
+    /// RFC 9207: the provider puts `iss` into every authorization response. Read leniently (any
+    /// JSON value): only `true` counts, and a malformed value must not break discovery.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization_response_iss_parameter_supported: Option<Value>,
+}
+
+impl AdditionalProviderMetadata for ExtraProviderMetadata {}
+
+impl ExtraProviderMetadata {
+    pub fn iss_parameter_supported(&self) -> bool {
+        self.authorization_response_iss_parameter_supported == Some(Value::Bool(true))
+    }
+}
+
+/// `openidconnect`'s `ProviderMetadataWithLogout` with [`ExtraProviderMetadata`] added.
+pub type DiscoveryMetadata = openidconnect::ProviderMetadata<
+    LogoutProviderMetadata<ExtraProviderMetadata>,
+    CoreAuthDisplay,
+    CoreClientAuthMethod,
+    CoreClaimName,
+    CoreClaimType,
+    CoreGrantType,
+    CoreJweContentEncryptionAlgorithm,
+    CoreJweKeyManagementAlgorithm,
+    CoreJsonWebKey,
+    CoreResponseMode,
+    CoreResponseType,
+    CoreSubjectIdentifierType,
+>;
 
 type Client = CoreClient<
     EndpointSet,
@@ -139,6 +177,8 @@ struct Discovered {
     keys: Vec<bearer::VerifyKey>,
     end_session: Option<String>,
     userinfo: Option<String>,
+    /// The discovery document says `authorization_response_iss_parameter_supported: true`.
+    iss_parameter: bool,
     fetched: Instant,
 }
 
@@ -177,7 +217,7 @@ impl OidcProvider {
         let s = &self.settings;
         let issuer =
             IssuerUrl::new(s.issuer.clone()).map_err(|e| OidcError::Unreachable(e.to_string()))?;
-        let metadata = ProviderMetadataWithLogout::discover_async(issuer, &self.http)
+        let metadata = DiscoveryMetadata::discover_async(issuer, &self.http)
             .await
             .map_err(|e| OidcError::Unreachable(format!("discovery of {}: {e}", s.issuer)))?;
         let end_session = metadata
@@ -185,6 +225,10 @@ impl OidcProvider {
             .end_session_endpoint
             .as_ref()
             .map(|u| u.url().to_string());
+        let iss_parameter = metadata
+            .additional_metadata()
+            .additional_metadata
+            .iss_parameter_supported();
         let userinfo = metadata.userinfo_endpoint().map(|u| u.url().to_string());
         let keys = serde_json::to_value(metadata.jwks())
             .map(|jwks| bearer::keys_from_jwks(&jwks))
@@ -202,6 +246,7 @@ impl OidcProvider {
             keys,
             end_session,
             userinfo,
+            iss_parameter,
             fetched: Instant::now(),
         })));
         Ok(())
@@ -269,6 +314,19 @@ impl OidcProvider {
                 pkce_verifier: verifier.secret().clone(),
             },
         ))
+    }
+
+    /// Mix-up defence (RFC 9207, RFC 9700 §4.4): `iss` of the authorization response (every
+    /// value the query holds) must be exactly this provider's issuer. Missing is only allowed
+    /// when discovery does not advertise `authorization_response_iss_parameter_supported`.
+    /// Discovery already insists that the document's `issuer` is exactly `settings.issuer`.
+    pub fn check_response_issuer(&self, iss: &[String]) -> Result<(), OidcError> {
+        let advertised = match iss {
+            [] => Some(self.discovered()?.iss_parameter),
+            _ => None,
+        };
+        check_response_issuer(&self.settings.issuer, iss, advertised)
+            .map_err(|e| OidcError::Rejected(e.to_string()))
     }
 
     /// Exchanges the code (with the PKCE verifier), verifies the ID token, merges userinfo.
@@ -543,6 +601,38 @@ impl OidcProvider {
 /// The signing key was not in the JWKS we hold.
 struct KeyMissing;
 
+/// Why an authorization response's `iss` was refused.
+#[derive(Debug, PartialEq, thiserror::Error)]
+enum IssMismatch {
+    #[error("authorization response without iss, but the provider advertises authorization_response_iss_parameter_supported (RFC 9207)")]
+    Missing,
+    #[error("authorization response iss {got:?} is not the provider's issuer {expected:?} (mix-up, RFC 9207)")]
+    Other { got: String, expected: String },
+    #[error("authorization response with more than one iss")]
+    Repeated,
+}
+
+/// The RFC 9207 decision: `iss` holds every `iss` value of the response, `advertised` whether
+/// discovery says the provider sends it (only consulted when there is none). Exact string
+/// comparison, no normalisation.
+fn check_response_issuer(
+    expected: &str,
+    iss: &[String],
+    advertised: Option<bool>,
+) -> Result<(), IssMismatch> {
+    match iss {
+        [] if advertised == Some(true) => Err(IssMismatch::Missing),
+        [] => Ok(()),
+        [got] if got == expected => Ok(()),
+        [got] => Err(IssMismatch::Other {
+            // Chosen by whoever sent the response: only a bounded piece goes into the logs.
+            got: got.chars().take(200).collect(),
+            expected: expected.to_string(),
+        }),
+        _ => Err(IssMismatch::Repeated),
+    }
+}
+
 /// How a token request failed.
 enum TokenFailure {
     /// `invalid_grant`: the code or refresh token is not (or no longer) valid.
@@ -575,5 +665,73 @@ where
         R::Request(e) => TokenFailure::Unavailable(e.to_string()),
         R::Parse(e, _) => TokenFailure::Unavailable(format!("unreadable token response: {e}")),
         R::Other(s) => TokenFailure::Unavailable(s),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ISSUER: &str = "https://idp.example.com/realms/corp";
+
+    fn check(iss: &[&str], advertised: bool) -> Result<(), IssMismatch> {
+        let iss: Vec<String> = iss.iter().map(|s| s.to_string()).collect();
+        check_response_issuer(ISSUER, &iss, Some(advertised))
+    }
+
+    #[test]
+    fn the_response_issuer_must_be_exactly_the_providers() {
+        for advertised in [true, false] {
+            assert_eq!(check(&[ISSUER], advertised), Ok(()));
+            // Present but not advertised is still compared (RFC 9207 section 2.4).
+            for other in [
+                "https://evil.example.com/realms/corp",
+                "https://idp.example.com/realms/corp/",
+                "https://IDP.example.com/realms/corp",
+                "https://idp.example.com:443/realms/corp",
+                "",
+            ] {
+                assert!(
+                    matches!(check(&[other], advertised), Err(IssMismatch::Other { .. })),
+                    "{other:?} accepted"
+                );
+            }
+            assert_eq!(
+                check(&[ISSUER, ISSUER], advertised),
+                Err(IssMismatch::Repeated)
+            );
+            assert_eq!(
+                check(&[ISSUER, "x"], advertised),
+                Err(IssMismatch::Repeated)
+            );
+        }
+        assert_eq!(check(&[], true), Err(IssMismatch::Missing));
+        assert_eq!(check(&[], false), Ok(()));
+        // A long made-up value is cut short before it reaches a log line.
+        let long = "x".repeat(10_000);
+        let err = check(&[&long], true).unwrap_err().to_string();
+        assert!(err.len() < 400, "{err}");
+    }
+
+    #[test]
+    fn only_a_json_true_advertises_the_iss_parameter() {
+        let read = |doc: &str| {
+            serde_json::from_str::<ExtraProviderMetadata>(doc)
+                .unwrap()
+                .iss_parameter_supported()
+        };
+        assert!(read(
+            r#"{"authorization_response_iss_parameter_supported": true}"#
+        ));
+        assert!(!read(
+            r#"{"authorization_response_iss_parameter_supported": false}"#
+        ));
+        assert!(!read(
+            r#"{"authorization_response_iss_parameter_supported": "true"}"#
+        ));
+        assert!(!read(
+            r#"{"authorization_response_iss_parameter_supported": null}"#
+        ));
+        assert!(!read("{}"));
     }
 }

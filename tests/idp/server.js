@@ -147,6 +147,7 @@ function loadConfig() {
     signing_alg: json.signing_alg ?? 'RS256',
     resource_servers: json.resource_servers ?? {},
     admin: json.admin ?? true,
+    iss_parameter: json.iss_parameter ?? true,
   };
 
   if (!['always', 'offline_access', 'never'].includes(config.refresh_tokens)) {
@@ -162,6 +163,7 @@ function loadConfig() {
   if (!['all', 'minimal'].includes(config.id_token_claims)) {
     fail('id_token_claims must be all or minimal');
   }
+  if (typeof config.iss_parameter !== 'boolean') fail('iss_parameter must be true or false');
   for (const [name, user] of Object.entries(config.users)) {
     if (user.otp !== undefined && (typeof user.otp !== 'string' || user.otp === '')) {
       fail(`users.${name}.otp must be a non-empty string`);
@@ -508,6 +510,27 @@ function buildProvider(issuer) {
       ]);
     }
     return ids.length;
+  }
+
+  // `iss_parameter: false`: an IdP from before RFC 9207, which neither advertises
+  // authorization_response_iss_parameter_supported nor puts `iss` into authorization responses
+  // (oidc-provider always does both).
+  if (!config.iss_parameter) {
+    const redirectUris = new Set(config.clients.flatMap((c) => c.redirect_uris ?? []));
+    provider.use(async (ctx, next) => {
+      await next();
+      if (ctx.path === '/.well-known/openid-configuration' && ctx.body && typeof ctx.body === 'object') {
+        delete ctx.body.authorization_response_iss_parameter_supported;
+      }
+      const location = ctx.response.get('location');
+      if (location) {
+        const url = new URL(location, issuer);
+        if (redirectUris.has(`${url.origin}${url.pathname}`) && url.searchParams.has('iss')) {
+          url.searchParams.delete('iss');
+          ctx.set('location', url.href);
+        }
+      }
+    });
   }
 
   return { provider, revokeAccount };

@@ -247,6 +247,9 @@ pub struct IdpConfig {
     pub resource_servers: Vec<(String, String)>,
     /// Access token lifetime per resource indicator (default the access token TTL).
     pub resource_server_ttls: Vec<(String, Duration)>,
+    /// Play an IdP from before RFC 9207: no `iss` in authorization responses and no
+    /// `authorization_response_iss_parameter_supported` in discovery.
+    pub without_iss_parameter: bool,
 }
 
 impl IdpConfig {
@@ -338,6 +341,9 @@ impl IdpConfig {
         }
         if let Some(alg) = &self.signing_alg {
             o.str("signing_alg", alg);
+        }
+        if self.without_iss_parameter {
+            o.raw("iss_parameter", "false");
         }
         if let Some(c) = self.clock_tolerance {
             o.raw("clock_tolerance", &c.as_secs().to_string());

@@ -325,14 +325,24 @@ impl Portcullis {
         metric_value(&self.metrics().await, name, labels)
     }
 
+    /// Up means: the admin listener's `/healthz` answers 200 and every listener the config
+    /// names accepts connections. A config without `@ADMIN@` runs without an admin listener
+    /// (`admin: null`); then the plain listener answering HTTP (any status) stands in for it.
     fn wait_ready(&mut self, yaml: &str) -> Result<(), String> {
         let start = Instant::now();
-        let mut ports = vec![self.setup.admin];
+        let with_admin = yaml.contains("@ADMIN@");
+        let mut ports = Vec::new();
+        if with_admin {
+            ports.push(self.setup.admin);
+        }
         if yaml.contains("@HTTP@") {
             ports.push(self.setup.http);
         }
         if yaml.contains("@TLS@") {
             ports.push(self.setup.tls);
+        }
+        if !with_admin && !yaml.contains("@HTTP@") {
+            return Err("a config without @ADMIN@ needs an @HTTP@ listener to see it is up".into());
         }
         loop {
             if let Some(child) = self.child.as_mut() {
@@ -340,7 +350,11 @@ impl Portcullis {
                     return Err(format!("exited early with {status}"));
                 }
             }
-            let healthy = blocking_get(self.setup.admin, "/healthz").is_some_and(|s| s == 200);
+            let healthy = if with_admin {
+                blocking_get(self.setup.admin, "/healthz").is_some_and(|s| s == 200)
+            } else {
+                blocking_get(self.setup.http, "/").is_some()
+            };
             if healthy
                 && ports.iter().all(|p| {
                     TcpStream::connect_timeout(
@@ -353,7 +367,7 @@ impl Portcullis {
                 return Ok(());
             }
             if start.elapsed() > DEADLINE {
-                return Err("admin /healthz and listeners not up in time".into());
+                return Err("admin /healthz (or without admin, the HTTP listener) and listeners not up in time".into());
             }
             std::thread::sleep(Duration::from_millis(20));
         }
