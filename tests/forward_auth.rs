@@ -48,7 +48,7 @@ fn world(trusted: &str) -> World {
          \x20 - {{ host: app.test, path: /admin, allow: {{ groups: [admins] }} }}\n\
          \x20 - {{ host: open.test, auth: none }}\n\
          \x20 - {{ host: both.test, upstream: \"{up}\", allow: {{ groups: [admins] }} }}\n\
-         \x20 - {{ host: both.test, path: /staff, upstream: \"{up}\", allow: {{ groups: [staff] }} }}\n\
+         \x20 - {{ host: both.test, path: /staff, upstream: \"{up}\", allow: {{ groups: [staff], methods: [GET, HEAD] }} }}\n\
          \x20 - {{ host: both.test, path: /office, upstream: \"{up}\", allow: {{ networks: [10.0.0.0/8] }} }}\n",
         issuer = idp.issuer(),
         up = up.url(),
@@ -460,30 +460,86 @@ async fn envoy_ext_authz_checks_the_appended_path() {
     assert_eq!(r.status, 403, "/admin;x is /admin");
 }
 
-/// One engine: for the same user and path, forward-auth and the proxy decide alike.
+/// One engine: for the same user and path, forward-auth and the proxy give the answer the
+/// route table says, not merely the same answer as each other.
+///
+/// On both.test: `/` is for admins (alice), `/staff` for staff (alice, bob) with GET/HEAD only,
+/// `/office` for 10.0.0.0/8 (nobody here: the tests connect from 127.0.0.1).
 #[tokio::test]
 async fn forward_auth_and_proxy_decide_alike() {
     let w = world("127.0.0.1/32");
     w.pc.ready().await;
     let alice = session_of(&w, "alice").await;
     let bob = session_of(&w, "bob").await;
-    for (who, cookie) in [
+    // (path, expected status for alice, bob, nobody); API clients, so 401 without a session.
+    let table: &[(&str, [u16; 3])] = &[
+        ("/", [200, 403, 401]),
+        ("/other", [200, 403, 401]),
+        ("/staff", [200, 200, 401]),
+        ("/staff/x", [200, 200, 401]),
+        // Segment boundaries: /staffroom is not under /staff but under /.
+        ("/staffroom", [200, 403, 401]),
+        ("/office", [403, 403, 401]),
+    ];
+    let users = [
         ("alice", alice.as_str()),
         ("bob", bob.as_str()),
         ("nobody", ""),
-    ] {
-        for path in ["/", "/staff", "/staff/x", "/other"] {
+    ];
+    for (path, expected) in table {
+        for ((who, cookie), want) in users.iter().zip(expected) {
             let mut headers = vec![("accept", "application/json")];
             if !cookie.is_empty() {
                 headers.push(("cookie", cookie));
             }
-            let proxied = raw_get(w.port(), "both.test", path, &headers).await.status;
-            let checked = check(&w, "GET", "both.test", path, &headers).await.status;
+            let before = w.up.count();
+            let proxied = raw_get(w.port(), "both.test", path, &headers).await;
             assert_eq!(
-                proxied, checked,
-                "{who} {path}: proxy {proxied}, forward-auth {checked}"
+                proxied.status,
+                *want,
+                "proxy: {who} GET {path}: {}",
+                proxied.text()
             );
+            if *want == 200 {
+                // Answered by the app, for this very request and user.
+                assert_eq!(w.up.count(), before + 1, "proxy: {who} {path}");
+                let seen = w.up.last();
+                assert_eq!((seen.method.as_str(), seen.uri.as_str()), ("GET", *path));
+                assert_eq!(seen.header("x-auth-request-user"), Some(*who));
+            } else {
+                assert_eq!(w.up.count(), before, "proxy: {who} {path} reached the app");
+            }
+            let checked = check(&w, "GET", "both.test", path, &headers).await;
+            assert_eq!(
+                checked.status,
+                *want,
+                "forward-auth: {who} GET {path}: {}",
+                checked.text()
+            );
+            if *want == 200 {
+                assert_eq!(checked.header_all("x-auth-request-user"), vec![*who]);
+            }
         }
+    }
+    // The method rule: DELETE on /staff is refused to staff in both modes, allowed on / to an
+    // admin (and so not refused as a cross-site request).
+    for (who, cookie, path, want) in [
+        ("bob", &bob, "/staff/x", 403),
+        ("alice", &alice, "/staff/x", 403),
+        ("alice", &alice, "/other", 200),
+    ] {
+        let headers = [("accept", "application/json"), ("cookie", cookie.as_str())];
+        let proxied = support::raw_request(w.port(), "DELETE", "both.test", path, &headers, b"")
+            .await
+            .status;
+        let checked = check(&w, "DELETE", "both.test", path, &headers)
+            .await
+            .status;
+        assert_eq!(
+            (proxied, checked),
+            (want, want),
+            "{who} DELETE {path}: proxy {proxied}, forward-auth {checked}"
+        );
     }
 }
 
@@ -524,27 +580,53 @@ async fn forwarded_for_lines_and_override_headers_from_behind_a_trusted_proxy() 
         "an unreadable chain is no office address"
     );
 
-    let r = raw_get(
-        w.port(),
-        "both.test",
-        "/staff/x",
-        &[
-            ("cookie", &alice),
-            ("x-original-url", "/admin"),
-            ("x-rewrite-url", "/admin"),
-            ("x-http-method-override", "DELETE"),
-            ("x-method-override", "DELETE"),
-        ],
-    )
-    .await;
-    assert_eq!(r.status, 200);
+    // Override headers: bob (staff) may GET /staff/x, but neither GET /admin (admins only)
+    // nor DELETE anything under /staff (GET and HEAD only). Each override below names one of
+    // those refused requests: honouring any of them, for the decision or in the app, fails.
+    const OVERRIDES: [(&str, &str); 7] = [
+        ("x-original-url", "/admin"),
+        ("x-original-uri", "/admin"),
+        ("x-rewrite-url", "/admin"),
+        ("x-original-method", "DELETE"),
+        ("x-http-method-override", "DELETE"),
+        ("x-http-method", "DELETE"),
+        ("x-method-override", "DELETE"),
+    ];
+    let bob = session_of(&w, "bob").await;
+    let mut headers = vec![("cookie", bob.as_str()), ("accept", "application/json")];
+    headers.extend_from_slice(&OVERRIDES);
+    let before = w.up.count();
+    let r = raw_get(w.port(), "both.test", "/staff/x", &headers).await;
+    assert_eq!(r.status, 200, "decided on the request line: {}", r.text());
+    assert_eq!(w.up.count(), before + 1);
     let seen = w.up.last();
-    for name in [
-        "x-original-url",
-        "x-rewrite-url",
-        "x-http-method-override",
-        "x-method-override",
-    ] {
+    assert_eq!(
+        (seen.method.as_str(), seen.uri.as_str()),
+        ("GET", "/staff/x"),
+        "the app got the request line Portcullis decided on"
+    );
+    assert_eq!(seen.header("x-auth-request-user"), Some("bob"));
+    for (name, _) in OVERRIDES {
         assert!(!seen.has_header(name), "{name} reached the app");
     }
+    // The requests the overrides name are refused when sent for real, and reach no app: so the
+    // 200 above was not the overrides being harmless.
+    let cookie_only = [("cookie", bob.as_str()), ("accept", "application/json")];
+    let r = raw_get(w.port(), "both.test", "/admin", &cookie_only).await;
+    assert_eq!(r.status, 403, "bob GET /admin: {}", r.text());
+    let r = support::raw_request(
+        w.port(),
+        "DELETE",
+        "both.test",
+        "/staff/x",
+        &cookie_only,
+        b"",
+    )
+    .await;
+    assert_eq!(r.status, 403, "bob DELETE /staff/x: {}", r.text());
+    assert_eq!(
+        w.up.count(),
+        before + 1,
+        "a refused request reached the app"
+    );
 }

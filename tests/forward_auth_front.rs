@@ -302,16 +302,16 @@ async fn nginx_answers_no_other_host() {
     let w = World::start(Kind::Nginx);
     w.ready().await;
     let before = w.up.count();
-    let other = support::raw(
+    // `return 444`: nginx closes the connection without a word. An answer fails, and so does
+    // a hang (the harness's timeout).
+    let other = support::raw_or_closed(
         w.front.port(),
         b"GET /private HTTP/1.1\r\nHost: open.example.com\r\nConnection: close\r\n\r\n",
     )
     .await;
-    assert!(
-        other.as_ref().map_or(true, |r| r.status == 0),
-        "another Host was answered: {:?}",
-        other.map(|r| r.status)
-    );
+    if let support::Answer::Response(r) = other {
+        panic!("another Host was answered: {} {}", r.status, r.text());
+    }
     assert_eq!(
         w.up.count(),
         before,

@@ -1252,6 +1252,13 @@ async fn hostile_rd_on_logout_never_leads_off_site() {
 /// The return URL of an unauthenticated request is built from its `Host`; a forged `Host` (or
 /// `X-Forwarded-Host` from a peer that is not a trusted proxy) must not become an off-site
 /// redirect once the login completes.
+///
+/// Each case has one expected outcome, never "whatever happened":
+/// - `Host: evil.com` (with or without a port): the route has no `host`, so the request is
+///   served, as a 302 to the login on the *legitimate* origin (`public_url`); the login then
+///   refuses the foreign return URL with a 400 page on that origin.
+/// - `X-Forwarded-Host: evil.com` from an untrusted peer is ignored: a 302 to the login on the
+///   legitimate origin whose `rd` is the page on the legitimate origin, where the login lands.
 #[tokio::test]
 async fn forged_host_headers_do_not_lead_off_site() {
     let w = world().await;
@@ -1260,32 +1267,50 @@ async fn forged_host_headers_do_not_lead_off_site() {
     let c = support::http_client();
     let port = w.pc.http_port();
     let evil_port = format!("evil.com:{port}");
-    for (name, value) in [
-        ("host", "evil.com"),
-        ("host", evil_port.as_str()),
-        ("x-forwarded-host", "evil.com"),
+    let page = w.url("/private/h?x=1");
+    let evil_rd = "http://evil.com/private/h?x=1".to_string();
+    let evil_port_rd = format!("http://evil.com:{port}/private/h?x=1");
+    // (header, value, the `rd` of the login redirect, the last answer after following it).
+    for (name, value, rd, last_status, lands) in [
+        ("host", "evil.com", &evil_rd, 400, None),
+        ("host", evil_port.as_str(), &evil_port_rd, 400, None),
+        ("x-forwarded-host", "evil.com", &page, 200, Some(&page)),
     ] {
         let what = format!("{name}: {value}");
-        let r = send(
-            &c,
-            "GET",
-            &w.url("/private/h?x=1"),
-            &[(name, value), ("accept", HTML)],
-        )
-        .await;
-        assert!(r.status < 500, "{what}: {}", r.status);
-        let Some(loc) = r.header("location") else {
-            continue;
-        };
-        let from = Url::parse(&w.url("/private/h?x=1")).unwrap();
+        let r = send(&c, "GET", &page, &[(name, value), ("accept", HTML)]).await;
+        // A login redirect on the legitimate origin (asserted whole: status, origin, path, rd).
+        assert_login_redirect(&r, &w.base, rd, &what);
+        let loc = r.header("location").expect("checked above");
+        let from = Url::parse(&page).unwrap();
         let next = check_location(loc, &from, &w, &what);
-        let (_, last) = walk(&w, &b, next.as_str(), &what).await;
+        let (first, last) = walk(&w, &b, next.as_str(), &what).await;
         assert_eq!(
             last.url.origin().ascii_serialization(),
             w.base,
             "{what}: ended at {}",
             last.url
         );
+        assert_eq!(
+            last.status, last_status,
+            "{what}: {}: {}",
+            last.url, last.body
+        );
+        match lands {
+            Some(lands) => {
+                assert_eq!(last.url.as_str(), lands, "{what}");
+                assert_eq!(first, 302, "{what}: the login starts with a redirect");
+            }
+            None => {
+                // Refused at the login start, before the IdP: the foreign `rd` is named.
+                assert_eq!(first, 400, "{what}: {}", last.body);
+                assert_eq!(last.url.path(), "/.portcullis/start", "{what}");
+                assert!(
+                    last.body.contains("return URL"),
+                    "{what}: a page saying why: {}",
+                    last.body
+                );
+            }
+        }
     }
 }
 

@@ -74,17 +74,13 @@ routes:
     }
 
     // Counted once the response is done: poll briefly.
+    // Polled: the counter is listed from its first sample on.
     let metric_ok = |text: &str| {
-        support::metric_value(
-            text,
-            "portcullis_requests_total",
-            &[("route", "app"), ("status", "200")],
-        ) >= 3.0
-            && support::metric_value(
-                text,
-                "portcullis_requests_total",
-                &[("route", "gone"), ("status", "502")],
-            ) >= 2.0
+        let count = |labels: &[(&str, &str)]| {
+            support::try_metric_value(text, "portcullis_requests_total", labels).unwrap_or(0.0)
+        };
+        count(&[("route", "app"), ("status", "200")]) >= 3.0
+            && count(&[("route", "gone"), ("status", "502")]) >= 2.0
     };
     let text = support::eventually(
         std::time::Duration::from_secs(3),
@@ -165,10 +161,10 @@ async fn requests_without_a_route_are_counted_too() {
         "404 and 400 counted",
         || async {
             let t = pc.metrics().await;
-            (support::metric_value(&t, "portcullis_requests_total", &[("status", "404")]) >= 1.0
-                && support::metric_value(&t, "portcullis_requests_total", &[("status", "400")])
-                    >= 1.0)
-                .then_some(())
+            let count = |status: &str| {
+                support::try_metric_value(&t, "portcullis_requests_total", &[("status", status)])
+            };
+            (count("404")? >= 1.0 && count("400")? >= 1.0).then_some(())
         },
     )
     .await;
@@ -254,8 +250,8 @@ async fn access_log_can_be_turned_off() {
         std::time::Duration::from_secs(3),
         "request counted",
         || async {
-            (pc.metric("portcullis_requests_total", &[("status", "200")])
-                .await
+            (pc.try_metric("portcullis_requests_total", &[("status", "200")])
+                .await?
                 >= 1.0)
                 .then_some(())
         },
@@ -263,4 +259,50 @@ async fn access_log_can_be_turned_off() {
     .await;
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     assert!(!pc.stdout().contains("/quiet-path"), "{}", pc.stdout());
+}
+
+/// The harness's metric reader: an unknown metric name fails loudly instead of reading as 0
+/// (which would pass every `== 0` check after a rename), while a known metric without a
+/// sample for the given labels is 0.
+#[test]
+fn the_metric_reader_refuses_unknown_names() {
+    let text = "# HELP portcullis_x_total X.\n# TYPE portcullis_x_total counter\n\
+                portcullis_x_total{route=\"a\"} 2\n\
+                # HELP portcullis_d_seconds D.\n# TYPE portcullis_d_seconds histogram\n\
+                portcullis_d_seconds_count{route=\"a\"} 1\n\
+                # HELP portcullis_empty_total Listed, no sample.\n# TYPE portcullis_empty_total counter\n";
+    assert_eq!(
+        support::metric_value(text, "portcullis_x_total", &[("route", "a")]),
+        2.0
+    );
+    assert_eq!(
+        support::metric_value(text, "portcullis_x_total", &[("route", "b")]),
+        0.0
+    );
+    assert_eq!(
+        support::metric_value(text, "portcullis_d_seconds_count", &[]),
+        1.0
+    );
+    assert_eq!(
+        support::metric_value(text, "portcullis_empty_total", &[]),
+        0.0
+    );
+    // A histogram's parts are known through its # TYPE line.
+    assert_eq!(
+        support::metric_value(text, "portcullis_d_seconds_sum", &[]),
+        0.0
+    );
+    assert_eq!(
+        support::try_metric_value(text, "portcullis_y_total", &[]),
+        None
+    );
+    let typo = std::panic::catch_unwind(|| support::metric_value(text, "portcullis_y_total", &[]));
+    let message = typo.expect_err("an unknown name panics");
+    let message = message
+        .downcast_ref::<String>()
+        .cloned()
+        .unwrap_or_default();
+    assert!(message.contains("portcullis_y_total"), "{message}");
+    // A prefix of a known name is not that name.
+    assert_eq!(support::try_metric_value(text, "portcullis_x", &[]), None);
 }

@@ -4,7 +4,8 @@
 mod support;
 
 use support::{
-    http_client, https_client, raw_get, self_signed_localhost, Portcullis, Setup, Upstream,
+    http_client, https_client, raw_get, raw_or_closed, self_signed_localhost, Answer, Portcullis,
+    Setup, Upstream,
 };
 
 const HSTS: &str = "max-age=31536000; includeSubDomains";
@@ -186,13 +187,24 @@ async fn hsts_can_be_configured_and_turned_off() {
 #[tokio::test]
 async fn the_tls_listener_refuses_plain_http() {
     let up = Upstream::start();
-    let (pc, _cert) = start_with_tls(&up, "");
-    let r = http_client()
-        .get(format!("http://127.0.0.1:{}/", pc.tls_port()))
-        .send()
-        .await;
-    if let Ok(r) = r {
-        assert!(r.status().is_client_error(), "{}", r.status());
+    let (pc, cert) = start_with_tls(&up, "");
+    // A plain request: a 4xx, or the TLS layer closes the connection (after an alert, which is
+    // no HTTP response). A hang (the harness's timeout) fails.
+    let r = raw_or_closed(
+        pc.tls_port(),
+        b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    if let Answer::Response(r) = r {
+        assert!((400..500).contains(&r.status), "status {}", r.status);
     }
     assert_eq!(up.count(), 0);
+    // The listener still serves TLS afterwards.
+    let r = https_client(&cert, pc.tls_port())
+        .get(format!("https://localhost:{}/after", pc.tls_port()))
+        .send()
+        .await
+        .expect("HTTPS request");
+    assert_eq!(r.status(), 200);
+    assert_eq!(up.last().path(), "/after");
 }

@@ -187,7 +187,38 @@ const config = loadConfig();
 const counts = {};
 
 function bump(key) {
+  // Never thrown from here (it runs inside the provider's event handlers): the harness line
+  // says which key to list, and asking for it fails until it is.
+  if (!knownCounter(key)) event('HARNESS_ERROR', { error: `unlisted_counter_${key}` });
   counts[key] = (counts[key] ?? 0) + 1;
+}
+
+// Every key `bump` may count. Asking /__test/count for any other is an error, not 0: a typo or
+// a renamed counter would otherwise read as 0 and pass every "nothing happened" check.
+const PLAIN_COUNTERS = ['login', 'login_failure', 'login_otp', 'logout', 'server_error', 'token_injected_failure'];
+const GRANT_TYPES = ['authorization_code', 'refresh_token', 'client_credentials'];
+
+function knownCounter(key) {
+  if (typeof key !== 'string') return false;
+  if (PLAIN_COUNTERS.includes(key)) return true;
+  const colon = key.indexOf(':');
+  if (colon < 0) return false;
+  const family = key.slice(0, colon);
+  const detail = key.slice(colon + 1);
+  switch (family) {
+    case 'grant':
+    case 'grant_error':
+      // A request without a grant_type is counted under `undefined`.
+      return GRANT_TYPES.includes(detail) || (family === 'grant_error' && detail === 'undefined');
+    case 'id_token_tampered':
+      return TAMPER_MODES.includes(detail);
+    case 'signed':
+      return SIGN_KEYS.includes(detail);
+    case 'userinfo':
+      return /^[1-5][0-9][0-9]$/.test(detail);
+    default:
+      return false;
+  }
 }
 
 // `fields` values are never secrets: grant types, client ids, subjects, error codes.
@@ -846,8 +877,11 @@ async function handleAdmin(state, req, res, url) {
   switch (route) {
     case 'GET /__test/counts':
       return sendJson(res, 200, counts);
-    case 'GET /__test/count':
-      return send(res, 200, 'text/plain', `${counts[q.get('key')] ?? 0}\n`);
+    case 'GET /__test/count': {
+      const key = q.get('key');
+      if (!knownCounter(key)) return sendJson(res, 404, { error: `no counter named ${JSON.stringify(key)}` });
+      return send(res, 200, 'text/plain', `${counts[key] ?? 0}\n`);
+    }
     case 'POST /__test/revoke': {
       const sub = q.get('sub');
       if (!sub) return sendJson(res, 400, { error: 'sub is required' });

@@ -620,14 +620,25 @@ impl Idp {
 
     /// The IdP's own counter `key` (`grant:refresh_token`, `grant_error:refresh_token`,
     /// `login`, `login_failure`, `logout`, `userinfo:200` ...), exact at the moment of asking.
+    /// A key the IdP does not count (see `knownCounter` in tests/idp/server.js) panics with its
+    /// name: read as 0, a typo would pass every "nothing happened" check.
     pub async fn counter(&self, key: &str) -> u64 {
-        let text = self
-            .admin(
-                reqwest::Method::GET,
-                &format!("/__test/count?key={}", query_escape(key)),
-            )
-            .await;
-        text.trim().parse().unwrap_or(0)
+        let path = format!("/__test/count?key={}", query_escape(key));
+        let resp = self
+            .http
+            .get(self.url(&path))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("IdP counter {key:?}: {e}"));
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        assert!(
+            status.is_success(),
+            "IdP counter {key:?}: {status} {text} (an unknown counter name?)"
+        );
+        text.trim()
+            .parse()
+            .unwrap_or_else(|e| panic!("IdP counter {key:?}: {text:?} is no count ({e})"))
     }
 
     /// Revokes every grant of `sub`: its refresh and access tokens stop working at once.

@@ -320,9 +320,16 @@ impl Portcullis {
         r.text()
     }
 
-    /// The sum of every sample of `name` whose labels include all of `labels`.
+    /// The sum of every sample of `name` whose labels include all of `labels`; panics if
+    /// `/metrics` does not know `name` (see [`metric_value`]).
     pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
         metric_value(&self.metrics().await, name, labels)
+    }
+
+    /// Like [`Portcullis::metric`], `None` while `/metrics` does not list `name` yet (see
+    /// [`try_metric_value`]): only for polling.
+    pub async fn try_metric(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        try_metric_value(&self.metrics().await, name, labels)
     }
 
     /// Up means: the admin listener's `/healthz` answers 200 and every listener the config
@@ -420,9 +427,48 @@ fn blocking_get(port: u16, path: &str) -> Option<u16> {
 }
 
 /// The sum of every sample of `name` in Prometheus `text` whose labels include `labels`.
+///
+/// Panics if `text` does not know `name` at all (no sample and no `# HELP`/`# TYPE` line; a
+/// histogram's `_bucket`, `_sum` and `_count` are known through the histogram's name): a
+/// misspelt or renamed metric must fail loudly, not read as 0 and pass every `== 0` check. A
+/// known metric with no sample for `labels` is 0.
 pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    try_metric_value(text, name, labels).unwrap_or_else(|| {
+        let mut names: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split_whitespace().next())
+            .collect();
+        names.dedup();
+        panic!(
+            "no metric named {name} in /metrics (no sample, no # HELP or # TYPE line); \
+             the metrics there: {names:?}"
+        )
+    })
+}
+
+/// Like [`metric_value`], `None` where that panics: for polling a counter that the product
+/// lists only from its first sample on (the Prometheus client leaves out a labelled metric
+/// that has no series yet). A poll that never sees it still fails, at its deadline.
+pub fn try_metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let mut known = false;
     let mut total = 0.0;
-    for line in text.lines().filter(|l| !l.starts_with('#')) {
+    for line in text.lines() {
+        if let Some(comment) = line.strip_prefix('#') {
+            let mut words = comment.split_whitespace();
+            let (kind, metric, rest) = (words.next(), words.next(), words.next());
+            if !matches!(kind, Some("HELP" | "TYPE")) {
+                continue;
+            }
+            let Some(metric) = metric else { continue };
+            let summary = kind == Some("TYPE") && matches!(rest, Some("histogram" | "summary"));
+            let part_of_it = summary
+                && ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .any(|suffix| name.strip_suffix(suffix) == Some(metric));
+            known |= metric == name || part_of_it;
+            continue;
+        }
         let Some((series, value)) = line.rsplit_once(' ') else {
             continue;
         };
@@ -433,14 +479,17 @@ pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
         if metric != name {
             continue;
         }
+        known = true;
         let all = labels
             .iter()
             .all(|(k, v)| label_text.contains(&format!("{k}=\"{v}\"")));
         if all {
-            total += value.parse::<f64>().unwrap_or(0.0);
+            total += value
+                .parse::<f64>()
+                .unwrap_or_else(|e| panic!("metric {name}: sample {line:?}: {e}"));
         }
     }
-    total
+    known.then_some(total)
 }
 
 /// Polls `check` every 25 ms until it returns `Some`, or panics with `what` after `within`.
