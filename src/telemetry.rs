@@ -90,6 +90,11 @@ pub mod metrics {
         LazyLock::force(&INVALID_COOKIES);
         LazyLock::force(&LOGINS);
         LazyLock::force(&AUTH_DECISIONS);
+        // The session store's common operations, so that a dashboard (or a test) can tell
+        // "no error yet" from a metric that does not exist.
+        for op in ["get", "create", "update", "delete"] {
+            STORE_ERRORS.with_label_values(&[op]);
+        }
         CONFIG_RELOADS.with_label_values(&["success"]);
         CONFIG_RELOADS.with_label_values(&["failure"]);
     }
