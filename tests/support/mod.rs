@@ -9,11 +9,14 @@
 pub mod front;
 pub mod idp;
 mod raw_http;
+mod raw_upstream;
 mod upstream;
 
 // Not every test file uses every part of the harness.
 #[allow(unused_imports)]
 pub use raw_http::*;
+#[allow(unused_imports)]
+pub use raw_upstream::*;
 #[allow(unused_imports)]
 pub use upstream::*;
 

@@ -192,6 +192,11 @@ impl RawConn {
         }
     }
 
+    /// Whether the server has been seen closing or resetting the connection.
+    pub fn is_closed(&self) -> bool {
+        self.closed.is_some()
+    }
+
     /// Writes `bytes`. A server that already closed the connection may make this fail: that
     /// is noted, and the next [`RawConn::next`] reports the connection closed.
     pub async fn send(&mut self, bytes: &[u8]) {
