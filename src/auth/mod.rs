@@ -118,6 +118,10 @@ impl Auth {
         let mut tasks = vec![cache.listen(store.invalidations())];
         let mut providers = HashMap::new();
         for p in &config.providers {
+            // Each provider's login series exist from start, at zero.
+            for result in ["success", "failure", "error"] {
+                metrics::LOGINS.with_label_values(&[p.id.as_str(), result]);
+            }
             let provider =
                 Arc::new(OidcProvider::new(p.clone(), IDP_TIMEOUT).map_err(|e| e.to_string())?);
             tasks.push(provider.spawn_discovery());
