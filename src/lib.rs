@@ -10,7 +10,7 @@ pub mod config;
 pub mod decision;
 pub mod gateway;
 pub mod headers;
-pub mod io;
+pub mod background;
 pub mod oidc;
 pub mod path;
 pub mod policy;

@@ -52,7 +52,7 @@ impl Runtime {
                 return Ok(());
             }
         }
-        self.auth = Some(Auth::start(config.clone(), &crate::io::handle())?);
+        self.auth = Some(Auth::start(config.clone(), &crate::background::handle())?);
         Ok(())
     }
 }

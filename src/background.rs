@@ -1,5 +1,5 @@
-//! The runtime for background I/O: Redis connections and their pub/sub subscription, identity
-//! provider discovery. Pingora gives each service its own runtime and starts them only in
+//! The background runtime, for I/O off Pingora's request threads: Redis connections and
+//! their pub/sub subscription, identity provider discovery. Pingora gives each service its own runtime and starts them only in
 //! `run_forever`; ours exists from the start (and across reloads, which happen on a plain
 //! thread), so connections and tasks made here outlive any one configuration.
 

@@ -1,0 +1,85 @@
+//! The real client address: the peer, or what trusted proxies say in `X-Forwarded-For`.
+
+use ipnet::IpNet;
+use std::net::IpAddr;
+
+/// Peers whose `X-Forwarded-*` headers are believed.
+#[derive(Debug, Clone, Default)]
+pub struct TrustedProxies(pub Vec<IpNet>);
+
+impl TrustedProxies {
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = canonical(ip);
+        self.0.iter().any(|net| net.contains(&ip))
+    }
+
+    /// The real client address: the peer itself, unless the peer is trusted, in which case the
+    /// right-most address in `X-Forwarded-For` that is not itself a trusted proxy. `None` when
+    /// a malformed entry comes before any such address.
+    pub fn client_ip(&self, peer: Option<IpAddr>, forwarded_for: Option<&str>) -> Option<IpAddr> {
+        let peer = peer.map(canonical)?;
+        if !self.contains(peer) {
+            return Some(peer);
+        }
+        let Some(xff) = forwarded_for else {
+            return Some(peer);
+        };
+        let mut leftmost = None;
+        for entry in xff.rsplit(',') {
+            let Ok(ip) = entry.trim().parse::<IpAddr>().map(canonical) else {
+                // A malformed hop breaks the chain of trust before an untrusted address was
+                // found: the client is unknown (policies on networks then fail closed), not
+                // the proxy that forwarded the garbage.
+                return None;
+            };
+            if !self.contains(ip) {
+                return Some(ip);
+            }
+            leftmost = Some(ip);
+        }
+        Some(leftmost.unwrap_or(peer))
+    }
+}
+
+/// IPv4-mapped IPv6 addresses are treated as the IPv4 address they carry.
+pub fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_ip_trusts_only_configured_proxies() {
+        let trusted = TrustedProxies(vec!["10.0.0.0/8".parse().unwrap()]);
+        let peer: IpAddr = "10.1.1.1".parse().unwrap();
+        let stranger: IpAddr = "203.0.113.9".parse().unwrap();
+        // An untrusted peer's X-Forwarded-For is ignored.
+        assert_eq!(
+            trusted.client_ip(Some(stranger), Some("1.2.3.4")),
+            Some(stranger)
+        );
+        // A trusted peer: right-most untrusted hop wins, spoofed left entries are ignored.
+        assert_eq!(
+            trusted.client_ip(Some(peer), Some("6.6.6.6, 198.51.100.7, 10.2.2.2")),
+            Some("198.51.100.7".parse().unwrap())
+        );
+        assert_eq!(trusted.client_ip(Some(peer), None), Some(peer));
+        assert_eq!(trusted.client_ip(Some(peer), Some("garbage")), None);
+        assert_eq!(
+            trusted.client_ip(Some(peer), Some("garbage, 198.51.100.7")),
+            Some("198.51.100.7".parse().unwrap())
+        );
+        assert_eq!(
+            trusted.client_ip(Some(peer), Some("10.9.9.9, invalid, 10.2.2.2")),
+            None
+        );
+        let mapped: IpAddr = "::ffff:10.1.1.1".parse().unwrap();
+        assert!(trusted.contains(mapped));
+    }
+}

@@ -1,0 +1,109 @@
+//! Size and framing limits checked before anything else reads a request.
+
+/// Largest total of request header names and values accepted (431 beyond).
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+/// Longest request target accepted (414 beyond).
+pub const MAX_TARGET_BYTES: usize = 16 * 1024;
+
+/// Refuses requests that are too large or framed ambiguously, before anything else reads them.
+pub fn check_shape(
+    version: http::Version,
+    headers: &http::HeaderMap,
+    target_len: usize,
+) -> Result<(), (http::StatusCode, &'static str)> {
+    use http::StatusCode;
+    if target_len > MAX_TARGET_BYTES {
+        return Err((StatusCode::URI_TOO_LONG, "request target too long"));
+    }
+    let size: usize = headers
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum();
+    if size > MAX_HEADER_BYTES {
+        return Err((
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "request headers too large",
+        ));
+    }
+    if headers.contains_key(http::header::CONTENT_LENGTH)
+        && headers.contains_key(http::header::TRANSFER_ENCODING)
+    {
+        // Request smuggling: two framings that different servers may read differently.
+        return Err((
+            StatusCode::BAD_REQUEST,
+            "both Content-Length and Transfer-Encoding",
+        ));
+    }
+    let hosts = headers.get_all(http::header::HOST).iter().count();
+    if hosts > 1 || (hosts == 0 && version == http::Version::HTTP_11) {
+        return Err((
+            StatusCode::BAD_REQUEST,
+            "exactly one Host header is required",
+        ));
+    }
+    Ok(())
+}
+
+/// Whether the raw request head names a `Content-Length` field. Pingora drops `Content-Length`
+/// when `Transfer-Encoding` is also present (RFC 9112 §6.3), so the conflict can only be seen
+/// in the bytes as received.
+pub fn head_names_content_length(head: &[u8]) -> bool {
+    const NAME: &[u8] = b"content-length:";
+    head.split(|&b| b == b'\n')
+        .skip(1)
+        .any(|line| line.len() >= NAME.len() && line[..NAME.len()].eq_ignore_ascii_case(NAME))
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_shape_limits() {
+        use http::{HeaderMap, HeaderValue, StatusCode, Version};
+        let mut h = HeaderMap::new();
+        h.insert("host", HeaderValue::from_static("x"));
+        assert!(check_shape(Version::HTTP_11, &h, 10).is_ok());
+        assert_eq!(
+            check_shape(Version::HTTP_11, &h, MAX_TARGET_BYTES + 1)
+                .unwrap_err()
+                .0,
+            StatusCode::URI_TOO_LONG
+        );
+        let mut big = h.clone();
+        big.insert(
+            "x-big",
+            HeaderValue::from_str(&"a".repeat(MAX_HEADER_BYTES)).unwrap(),
+        );
+        assert_eq!(
+            check_shape(Version::HTTP_11, &big, 1).unwrap_err().0,
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+        );
+        let mut both = h.clone();
+        both.insert("content-length", HeaderValue::from_static("5"));
+        both.insert("transfer-encoding", HeaderValue::from_static("chunked"));
+        assert_eq!(
+            check_shape(Version::HTTP_11, &both, 1).unwrap_err().0,
+            StatusCode::BAD_REQUEST
+        );
+        assert!(check_shape(Version::HTTP_11, &HeaderMap::new(), 1).is_err());
+        assert!(check_shape(Version::HTTP_10, &HeaderMap::new(), 1).is_ok());
+        let mut two = h.clone();
+        two.append("host", HeaderValue::from_static("y"));
+        assert!(check_shape(Version::HTTP_11, &two, 1).is_err());
+    }
+
+    #[test]
+    fn content_length_in_the_raw_head() {
+        assert!(head_names_content_length(
+            b"POST / HTTP/1.1\r\nHost: a\r\ncontent-LENGTH: 3\r\nTransfer-Encoding: chunked\r\n\r\n"
+        ));
+        assert!(!head_names_content_length(
+            b"POST / HTTP/1.1\r\nHost: a\r\nX-Content-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"
+        ));
+        assert!(!head_names_content_length(
+            b"POST /content-length: HTTP/1.1\r\n\r\n"
+        ));
+    }
+}

@@ -1,0 +1,41 @@
+//! What the engine knows about one request, and how it is read: the [`RequestView`] every
+//! decision is made on (built by whichever front door received the request), the request
+//! target ([`target`]), the `Host` ([`host`]), the real client address ([`client_ip`]) and the
+//! size and framing limits ([`limits`]). Nothing here borrows from Pingora.
+
+pub mod client_ip;
+pub mod host;
+pub mod limits;
+pub mod target;
+
+pub use client_ip::{canonical, TrustedProxies};
+pub use host::parse_host;
+pub use limits::{check_shape, head_names_content_length, MAX_HEADER_BYTES, MAX_TARGET_BYTES};
+pub use target::{split_target, BadRequest, Target};
+
+use std::net::IpAddr;
+
+/// What the engine knows about a request: nothing here borrows from Pingora.
+#[derive(Debug, Clone)]
+pub struct RequestView {
+    pub method: http::Method,
+    /// `https` when the client reached us over TLS (or a trusted proxy said so).
+    pub tls: bool,
+    /// Lower-case, without port or trailing dot; empty when the request named no host.
+    pub host: String,
+    /// `host[:port]` as the client sent it (the origin check needs the port).
+    pub authority: String,
+    /// The normalised path (see [`crate::path::normalize`]).
+    pub path: String,
+    pub query: Option<String>,
+    pub client_ip: Option<IpAddr>,
+    /// Whether the client asked for HTML (browsers), which chooses page vs JSON answers.
+    pub wants_html: bool,
+    pub websocket: bool,
+}
+
+/// Whether an `Accept` header asks for HTML (a browser navigation).
+pub fn accepts_html(accept: Option<&str>) -> bool {
+    accept.is_some_and(|a| a.contains("text/html"))
+}
+
