@@ -10,14 +10,16 @@ use crate::auth::bearer::{bearer_token, token_scopes};
 use crate::auth::Lookup;
 use crate::oidc::BearerError;
 use crate::policy::{self, Verdict};
+use crate::refusal::Refusal;
 use crate::request::RequestView;
 use crate::routes::{AuthMode, Route};
 use crate::runtime::Runtime;
 use crate::session::SessionRecord;
 use crate::telemetry::{self, metrics};
-use http::StatusCode;
 use std::sync::Arc;
 
+/// What to do with a request. Each front door answers it in its own way (see
+/// `gateway::answer`); nothing here knows how.
 #[derive(Debug)]
 pub enum Decision {
     /// Let the request through to the route's upstream, with the identity if there is one.
@@ -32,13 +34,10 @@ pub enum Decision {
         /// Log in again asking for multi-factor authentication.
         step_up: bool,
     },
-    /// Answer with an error; `reason` is safe to show and to log.
+    /// Refuse, for the reason named.
     Deny {
-        status: StatusCode,
-        reason: &'static str,
+        refusal: Refusal,
         route: Option<Arc<Route>>,
-        /// A `WWW-Authenticate` value beyond the plain `Bearer` challenge (token errors).
-        challenge: Option<String>,
     },
 }
 
@@ -52,11 +51,7 @@ impl Decision {
             Decision::Forward { identity: None, .. } => "anonymous",
             Decision::Login { step_up: true, .. } => "step_up",
             Decision::Login { .. } => "login",
-            Decision::Deny { status, .. } if *status == StatusCode::UNAUTHORIZED => {
-                "unauthenticated"
-            }
-            Decision::Deny { status, .. } if *status == StatusCode::FORBIDDEN => "forbidden",
-            Decision::Deny { .. } => "error",
+            Decision::Deny { refusal, .. } => refusal.label(),
         }
     }
 
@@ -67,12 +62,10 @@ impl Decision {
         }
     }
 
-    fn deny(status: StatusCode, reason: &'static str, route: Arc<Route>) -> Decision {
+    fn deny(refusal: Refusal, route: Arc<Route>) -> Decision {
         Decision::Deny {
-            status,
-            reason,
+            refusal,
             route: Some(route),
-            challenge: None,
         }
     }
 }
@@ -167,11 +160,7 @@ async fn decide_on(
         clear_session_cookie: false,
     };
     if view.websocket && !route.websocket {
-        return plain(Decision::deny(
-            StatusCode::FORBIDDEN,
-            "WebSocket upgrades are disabled on this route",
-            route,
-        ));
+        return plain(Decision::deny(Refusal::WebSocketDisabled, route));
     }
     if route.auth == AuthMode::None {
         return plain(Decision::Forward {
@@ -197,10 +186,8 @@ pub fn route(
     let path = crate::path::without_params(&req.path);
     let Some(route) = rt.routes.find(&req.host, &path) else {
         return Err(Decision::Deny {
-            status: StatusCode::NOT_FOUND,
-            reason: "no route for this host and path",
+            refusal: Refusal::NoRoute,
             route: None,
-            challenge: None,
         });
     };
     let lenient = rt.routes.find_lenient(&req.host, &path, Some(route));
@@ -257,21 +244,10 @@ pub fn authorize(
         Authenticated::Bearer(s) => (s, false),
         Authenticated::BadToken(e) => {
             denied(&route, view, None, &format!("bearer token refused: {e}"));
-            return Decision::Deny {
-                status: StatusCode::UNAUTHORIZED,
-                reason: "invalid bearer token",
-                route: Some(route),
-                challenge: Some(format!(
-                    "Bearer error=\"invalid_token\", error_description=\"{e}\""
-                )),
-            };
+            return Decision::deny(Refusal::InvalidToken(e.to_string()), route);
         }
         Authenticated::Unavailable if required => {
-            return Decision::deny(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "sessions are temporarily unavailable",
-                route,
-            )
+            return Decision::deny(Refusal::SessionsUnavailable, route)
         }
         Authenticated::Nobody | Authenticated::Stale | Authenticated::Unavailable if required => {
             return login_or_401(route, view, false)
@@ -287,7 +263,7 @@ pub fn authorize(
     if by_cookie && route.csrf {
         if let Some(why) = cross_site(view, presented) {
             denied(&route, view, Some(&identity), why);
-            return Decision::deny(StatusCode::FORBIDDEN, "cross-site request refused", route);
+            return Decision::deny(Refusal::CrossSite, route);
         }
     }
     if !by_cookie && !route.scopes.is_empty() {
@@ -300,14 +276,7 @@ pub fn authorize(
                 &format!("bearer token lacks scope {missing}"),
             );
             let wanted = route.scopes.join(" ");
-            return Decision::Deny {
-                status: StatusCode::FORBIDDEN,
-                reason: "insufficient scope",
-                route: Some(route),
-                challenge: Some(format!(
-                    "Bearer error=\"insufficient_scope\", scope=\"{wanted}\""
-                )),
-            };
+            return Decision::deny(Refusal::InsufficientScope(wanted), route);
         }
     }
     if !required || route.policy.is_open() {
@@ -335,15 +304,11 @@ pub fn authorize(
                 Some(&identity),
                 "multi-factor authentication required",
             );
-            Decision::deny(
-                StatusCode::FORBIDDEN,
-                "multi-factor authentication required",
-                route,
-            )
+            Decision::deny(Refusal::MfaRequired, route)
         }
         Verdict::Deny(why) => {
             denied(&route, view, Some(&identity), &why);
-            Decision::deny(StatusCode::FORBIDDEN, "access denied", route)
+            Decision::deny(Refusal::Denied, route)
         }
     }
 }
@@ -360,7 +325,7 @@ fn login_or_401(route: Arc<Route>, view: &RequestView, step_up: bool) -> Decisio
             provider,
             step_up,
         },
-        _ => Decision::deny(StatusCode::UNAUTHORIZED, "unauthenticated", route),
+        _ => Decision::deny(Refusal::Unauthenticated, route),
     }
 }
 

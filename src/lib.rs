@@ -5,16 +5,19 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod answer;
 pub mod auth;
+pub mod background;
 pub mod config;
 pub mod decision;
 pub mod gateway;
 pub mod headers;
-pub mod background;
 pub mod oidc;
+pub mod pages;
 pub mod path;
 pub mod policy;
 pub mod redirect;
+pub mod refusal;
 pub mod request;
 pub mod routes;
 pub mod runtime;

@@ -1,6 +1,5 @@
 //! Where a route sends its requests: a real HTTP(S) server, or one of the built-in answers.
 
-use pingora::upstreams::peer::HttpPeer;
 use std::net::SocketAddr;
 use std::sync::RwLock;
 use std::time::{Duration, Instant};
@@ -110,26 +109,28 @@ pub struct HttpUpstream {
 }
 
 impl HttpUpstream {
-    /// The peer to connect to. Host names are resolved here, not at load, so a name that does
-    /// not resolve yet (a container still starting) is a 502 for now rather than a refused config.
-    pub async fn peer(&self) -> std::io::Result<HttpPeer> {
-        let addr = match self.fixed {
-            Some(a) => a,
-            None => self.resolve().await?,
-        };
-        let sni = if self.tls {
-            self.host.clone()
-        } else {
-            String::new()
-        };
-        let mut peer = HttpPeer::new(addr, self.tls, sni);
-        let o = &mut peer.options;
-        o.connection_timeout = Some(self.timeouts.connect);
-        o.total_connection_timeout = Some(self.timeouts.connect);
-        o.read_timeout = Some(self.timeouts.read);
-        o.write_timeout = Some(self.timeouts.read);
-        o.idle_timeout = Some(self.timeouts.idle);
-        Ok(peer)
+    /// The address to connect to. Host names are resolved here, not at load, so a name that
+    /// does not resolve yet (a container still starting) is a 502 for now rather than a
+    /// refused config.
+    pub async fn addr(&self) -> std::io::Result<SocketAddr> {
+        match self.fixed {
+            Some(a) => Ok(a),
+            None => self.resolve().await,
+        }
+    }
+
+    /// Whether to speak TLS to the upstream.
+    pub fn tls(&self) -> bool {
+        self.tls
+    }
+
+    /// The name to send as SNI and check the certificate against (TLS upstreams).
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    pub fn timeouts(&self) -> &UpstreamTimeouts {
+        &self.timeouts
     }
 
     async fn resolve(&self) -> std::io::Result<SocketAddr> {

@@ -49,7 +49,6 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -45,7 +45,6 @@ pub fn parse_host(raw: &str) -> Result<String, BadRequest> {
     Ok(name.to_ascii_lowercase())
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,45 +1,40 @@
 //! Size and framing limits checked before anything else reads a request.
 
+use crate::refusal::Refusal;
+
 /// Largest total of request header names and values accepted (431 beyond).
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 /// Longest request target accepted (414 beyond).
 pub const MAX_TARGET_BYTES: usize = 16 * 1024;
 
 /// Refuses requests that are too large or framed ambiguously, before anything else reads them.
+/// `head_names_content_length` reads the raw head; it is asked only when the request has a
+/// `Transfer-Encoding` (see [`head_names_content_length`]).
 pub fn check_shape(
     version: http::Version,
     headers: &http::HeaderMap,
     target_len: usize,
-) -> Result<(), (http::StatusCode, &'static str)> {
-    use http::StatusCode;
+    head_names_content_length: impl FnOnce() -> bool,
+) -> Result<(), Refusal> {
     if target_len > MAX_TARGET_BYTES {
-        return Err((StatusCode::URI_TOO_LONG, "request target too long"));
+        return Err(Refusal::TargetTooLong);
     }
     let size: usize = headers
         .iter()
         .map(|(n, v)| n.as_str().len() + v.len() + 4)
         .sum();
     if size > MAX_HEADER_BYTES {
-        return Err((
-            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            "request headers too large",
-        ));
+        return Err(Refusal::HeadersTooLarge);
     }
-    if headers.contains_key(http::header::CONTENT_LENGTH)
-        && headers.contains_key(http::header::TRANSFER_ENCODING)
+    if headers.contains_key(http::header::TRANSFER_ENCODING)
+        && (headers.contains_key(http::header::CONTENT_LENGTH) || head_names_content_length())
     {
-        // Request smuggling: two framings that different servers may read differently.
-        return Err((
-            StatusCode::BAD_REQUEST,
-            "both Content-Length and Transfer-Encoding",
-        ));
+        // Request smuggling: two framings that servers behind us may read differently.
+        return Err(Refusal::AmbiguousFraming);
     }
     let hosts = headers.get_all(http::header::HOST).iter().count();
     if hosts > 1 || (hosts == 0 && version == http::Version::HTTP_11) {
-        return Err((
-            StatusCode::BAD_REQUEST,
-            "exactly one Host header is required",
-        ));
+        return Err(Refusal::HostCount);
     }
     Ok(())
 }
@@ -54,22 +49,20 @@ pub fn head_names_content_length(head: &[u8]) -> bool {
         .any(|line| line.len() >= NAME.len() && line[..NAME.len()].eq_ignore_ascii_case(NAME))
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn request_shape_limits() {
-        use http::{HeaderMap, HeaderValue, StatusCode, Version};
+        use http::{HeaderMap, HeaderValue, Version};
+        let no = || false;
         let mut h = HeaderMap::new();
         h.insert("host", HeaderValue::from_static("x"));
-        assert!(check_shape(Version::HTTP_11, &h, 10).is_ok());
+        assert_eq!(check_shape(Version::HTTP_11, &h, 10, no), Ok(()));
         assert_eq!(
-            check_shape(Version::HTTP_11, &h, MAX_TARGET_BYTES + 1)
-                .unwrap_err()
-                .0,
-            StatusCode::URI_TOO_LONG
+            check_shape(Version::HTTP_11, &h, MAX_TARGET_BYTES + 1, no),
+            Err(Refusal::TargetTooLong)
         );
         let mut big = h.clone();
         big.insert(
@@ -77,21 +70,38 @@ mod tests {
             HeaderValue::from_str(&"a".repeat(MAX_HEADER_BYTES)).unwrap(),
         );
         assert_eq!(
-            check_shape(Version::HTTP_11, &big, 1).unwrap_err().0,
-            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+            check_shape(Version::HTTP_11, &big, 1, no),
+            Err(Refusal::HeadersTooLarge)
         );
         let mut both = h.clone();
         both.insert("content-length", HeaderValue::from_static("5"));
         both.insert("transfer-encoding", HeaderValue::from_static("chunked"));
         assert_eq!(
-            check_shape(Version::HTTP_11, &both, 1).unwrap_err().0,
-            StatusCode::BAD_REQUEST
+            check_shape(Version::HTTP_11, &both, 1, no),
+            Err(Refusal::AmbiguousFraming)
         );
-        assert!(check_shape(Version::HTTP_11, &HeaderMap::new(), 1).is_err());
-        assert!(check_shape(Version::HTTP_10, &HeaderMap::new(), 1).is_ok());
+        // Pingora removed the Content-Length: the raw head still names it.
+        let mut chunked = h.clone();
+        chunked.insert("transfer-encoding", HeaderValue::from_static("chunked"));
+        assert_eq!(check_shape(Version::HTTP_11, &chunked, 1, no), Ok(()));
+        assert_eq!(
+            check_shape(Version::HTTP_11, &chunked, 1, || true),
+            Err(Refusal::AmbiguousFraming)
+        );
+        assert_eq!(
+            check_shape(Version::HTTP_11, &HeaderMap::new(), 1, no),
+            Err(Refusal::HostCount)
+        );
+        assert_eq!(
+            check_shape(Version::HTTP_10, &HeaderMap::new(), 1, no),
+            Ok(())
+        );
         let mut two = h.clone();
         two.append("host", HeaderValue::from_static("y"));
-        assert!(check_shape(Version::HTTP_11, &two, 1).is_err());
+        assert_eq!(
+            check_shape(Version::HTTP_11, &two, 1, no),
+            Err(Refusal::HostCount)
+        );
     }
 
     #[test]

@@ -38,4 +38,3 @@ pub struct RequestView {
 pub fn accepts_html(accept: Option<&str>) -> bool {
     accept.is_some_and(|a| a.contains("text/html"))
 }
-

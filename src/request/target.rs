@@ -95,7 +95,6 @@ pub fn split_target(path_and_query: &str) -> Result<(String, Option<String>), Ba
     Ok((path, query))
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

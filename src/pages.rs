@@ -1,62 +1,9 @@
-//! Responses Portcullis writes itself: error pages, `static://` and `echo://`. `response_filter`
-//! does not run for these, so each one carries its headers from here.
+//! The bodies of answers Portcullis writes itself: error pages for browsers and JSON for
+//! programs, the `echo://` description of a request, small pages. No Pingora here: both front
+//! doors and the login endpoints use them.
 
-use crate::headers::SecurityHeaders;
 use bytes::Bytes;
-use http::{HeaderName, HeaderValue, StatusCode};
-use pingora::http::{RequestHeader, ResponseHeader};
-use pingora::proxy::Session;
-use pingora::Result;
-
-/// A response ready to write: status, content type, body and the headers to add.
-pub struct Reply<'a> {
-    pub status: StatusCode,
-    pub content_type: Option<&'static str>,
-    pub body: Bytes,
-    pub security: &'a SecurityHeaders,
-    pub extra: &'a [(HeaderName, HeaderValue)],
-    pub tls: bool,
-}
-
-/// Writes `reply` with a Content-Length (Pingora closes the connection without one). A HEAD
-/// request gets the headers only.
-pub async fn write(session: &mut Session, reply: Reply<'_>) -> Result<()> {
-    let head = session.req_header().method == http::Method::HEAD;
-    let mut resp = ResponseHeader::build(reply.status, Some(6))?;
-    if let Some(ct) = reply.content_type {
-        resp.insert_header(http::header::CONTENT_TYPE, ct)?;
-    }
-    // 1xx, 204 and 304 must not carry a Content-Length (RFC 9110 §8.6).
-    let bodiless = reply.status.is_informational()
-        || reply.status == StatusCode::NO_CONTENT
-        || reply.status == StatusCode::NOT_MODIFIED;
-    if !bodiless {
-        resp.insert_header(http::header::CONTENT_LENGTH, reply.body.len())?;
-    }
-    for (n, v) in reply.extra {
-        if n == http::header::SET_COOKIE {
-            resp.append_header(n.clone(), v.clone())?;
-        } else {
-            resp.insert_header(n.clone(), v.clone())?;
-        }
-    }
-    let missing: Vec<_> = reply
-        .security
-        .missing(&resp.headers, reply.tls)
-        .map(|(n, v)| (n.clone(), v.clone()))
-        .collect();
-    for (n, v) in missing {
-        resp.insert_header(n, v)?;
-    }
-    let body_empty = head || bodiless || reply.body.is_empty();
-    session
-        .write_response_header(Box::new(resp), body_empty)
-        .await?;
-    if !body_empty {
-        session.write_response_body(Some(reply.body), true).await?;
-    }
-    Ok(())
-}
+use http::StatusCode;
 
 /// The machine-readable code for an error status.
 pub fn error_code(status: StatusCode) -> &'static str {
@@ -99,7 +46,7 @@ pub fn error_body(status: StatusCode, reason: &str, html: bool) -> (&'static str
 }
 
 /// The `echo://` description of a request as the upstream would have received it.
-pub fn echo_body(req: &RequestHeader, route: &str, html: bool) -> (&'static str, Bytes) {
+pub fn echo_body(req: &http::request::Parts, route: &str, html: bool) -> (&'static str, Bytes) {
     let mut headers = serde_json::Map::new();
     for name in req.headers.keys() {
         let values: Vec<serde_json::Value> = req
@@ -151,6 +98,17 @@ pub fn echo_body(req: &RequestHeader, route: &str, html: bool) -> (&'static str,
     ("text/html; charset=utf-8", Bytes::from(page))
 }
 
+/// A small page with a title and one paragraph, for answers people read (sign-in problems).
+pub fn page(title: &str, text: &str) -> Bytes {
+    Bytes::from(format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{t}</title></head>\
+         <body style=\"font-family:system-ui,sans-serif;max-width:36rem;margin:4rem auto\"><h1>{t}</h1><p>{x}</p></body></html>",
+        t = escape_html(title),
+        x = escape_html(text)
+    ))
+}
+
+/// `s` with the characters that mean something in HTML escaped.
 pub fn escape_html(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {

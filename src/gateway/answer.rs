@@ -1,0 +1,219 @@
+//! Decisions out: the only place the two front doors differ on the way out. [`Front`] says
+//! which door asked; [`answer`] turns a [`Decision`] into the request going upstream or an
+//! [`Answer`], and [`write`] writes every answer with what its [`Style`] needs.
+
+use super::{forwarded, Ctx};
+use crate::answer::{Answer, Style};
+use crate::auth::endpoints::login_url;
+use crate::auth::render_identity_headers;
+use crate::decision::Decision;
+use crate::refusal::Refusal;
+use crate::request::RequestView;
+use crate::upstream::Upstream;
+use http::StatusCode;
+use pingora::http::ResponseHeader;
+use pingora::proxy::Session;
+use pingora::Result;
+use std::sync::Arc;
+
+/// Which front door a request came through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Front {
+    /// Clients reach the app through Portcullis.
+    Proxy,
+    /// A front proxy asks `/.portcullis/auth` about a request it will serve itself.
+    ForwardAuth(Dialect),
+}
+
+/// How a forward-auth front proxy wants to be answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// Traefik `ForwardAuth` and Caddy `forward_auth`: the answer reaches the browser as it
+    /// is, so a 302 logs in.
+    Traefik,
+    /// nginx `auth_request` understands only 2xx, 401 and 403 (anything else becomes a 500):
+    /// "log in" is a 401 carrying `Location` for `error_page 401`.
+    Nginx,
+    /// Envoy `ext_authz` (HTTP): like Traefik.
+    Envoy,
+}
+
+impl Front {
+    /// The status `refusal` is answered with through this door.
+    fn status(self, refusal: &Refusal) -> StatusCode {
+        let status = refusal.status();
+        match (self, status.as_u16()) {
+            (Front::ForwardAuth(Dialect::Nginx), 400 | 404) => StatusCode::FORBIDDEN,
+            _ => status,
+        }
+    }
+
+    /// The status that sends a browser to log in.
+    fn login_status(self) -> StatusCode {
+        match self {
+            Front::ForwardAuth(Dialect::Nginx) => StatusCode::UNAUTHORIZED,
+            _ => StatusCode::FOUND,
+        }
+    }
+}
+
+/// Whether an answer is a page (a browser navigation) or JSON (a program). A 401 is always
+/// for a program: a browser that may log in is sent to log in instead.
+fn as_page(view_wants_html: bool, status: StatusCode) -> bool {
+    view_wants_html && status != StatusCode::UNAUTHORIZED
+}
+
+/// The answer to a refusal through `front`.
+pub(super) fn refusal(front: Front, refusal: &Refusal, wants_html: bool) -> Answer {
+    let status = front.status(refusal);
+    let mut answer = Answer::error(status, refusal.reason(), as_page(wants_html, status));
+    if let Some(challenge) = refusal.challenge() {
+        answer = answer.with_header(http::header::WWW_AUTHENTICATE, &challenge);
+    }
+    answer
+}
+
+/// Carries out `decision` for the request `view` that came through `front`; `url` is the
+/// request's own URL, where a login returns. `Ok(false)`: proxy the request upstream (the
+/// identity headers are in `ctx`); `Ok(true)`: answered here.
+pub(super) async fn answer(
+    session: &mut Session,
+    ctx: &mut Ctx,
+    front: Front,
+    view: &RequestView,
+    url: &str,
+    decision: Decision,
+) -> Result<bool> {
+    ctx.route = decision.route().cloned();
+    let answer = match decision {
+        Decision::Deny { refusal: r, .. } => refusal(front, &r, view.wants_html),
+        Decision::Login {
+            provider, step_up, ..
+        } => match ctx.rt.auth.as_deref() {
+            Some(auth) => Answer {
+                content_type: Some("text/plain; charset=utf-8"),
+                // Browsers follow the Location; keep the page tiny.
+                body: bytes::Bytes::from_static(b"Sign in required\n"),
+                ..Answer::empty(front.login_status())
+            }
+            .with_location(&login_url(auth, url, &provider, step_up)),
+            None => refusal(front, &Refusal::Unauthenticated, view.wants_html),
+        },
+        Decision::Forward { route, identity } => {
+            let headers = match &identity {
+                Some(who) => render_identity_headers(&ctx.rt.identity_headers, who),
+                // Anonymous checks carry the identity headers empty: front proxies that copy
+                // them onto the request (Traefik, Caddy) then overwrite whatever a client sent.
+                None if front != Front::Proxy => ctx
+                    .rt
+                    .identity_headers
+                    .iter()
+                    .map(|(n, _)| (n.clone(), http::HeaderValue::from_static("")))
+                    .collect(),
+                None => Vec::new(),
+            };
+            if front != Front::Proxy {
+                Answer {
+                    headers,
+                    style: Style::Check,
+                    ..Answer::empty(StatusCode::OK)
+                }
+            } else {
+                match &route.upstream {
+                    Upstream::Http(_) => {
+                        ctx.identity = headers;
+                        return Ok(false);
+                    }
+                    Upstream::None => refusal(front, &Refusal::ForwardAuthOnly, view.wants_html),
+                    Upstream::Static(status) => Answer {
+                        style: Style::AsUpstream(Arc::clone(&route)),
+                        ..Answer::empty(*status)
+                    },
+                    Upstream::Echo => {
+                        ctx.identity = headers;
+                        let mut seen = session.req_header().clone();
+                        forwarded::prepare(&mut seen, ctx, &route)?;
+                        let (ct, body) =
+                            crate::pages::echo_body(&seen, &route.name, view.wants_html);
+                        Answer {
+                            content_type: Some(ct),
+                            body,
+                            style: Style::AsUpstream(Arc::clone(&route)),
+                            ..Answer::empty(StatusCode::OK)
+                        }
+                    }
+                }
+            }
+        }
+    };
+    write(session, ctx, answer).await
+}
+
+/// Writes `answer` with a `Content-Length` (Pingora closes the connection without one), the
+/// headers of its style, and the clearing of a dead session cookie. A HEAD request gets the
+/// headers only. Always `Ok(true)`: the request is answered.
+pub(super) async fn write(session: &mut Session, ctx: &Ctx, answer: Answer) -> Result<bool> {
+    let head = session.req_header().method == http::Method::HEAD;
+    let mut resp = ResponseHeader::build(answer.status, Some(8))?;
+    if let Some(ct) = answer.content_type {
+        resp.insert_header(http::header::CONTENT_TYPE, ct)?;
+    }
+    // 1xx, 204 and 304 must not carry a Content-Length (RFC 9110 §8.6).
+    let bodiless = answer.status.is_informational()
+        || answer.status == StatusCode::NO_CONTENT
+        || answer.status == StatusCode::NOT_MODIFIED;
+    if !bodiless {
+        resp.insert_header(http::header::CONTENT_LENGTH, answer.body.len())?;
+    }
+    for (n, v) in answer.headers {
+        if n == http::header::SET_COOKIE {
+            resp.append_header(n, v)?;
+        } else {
+            resp.insert_header(n, v)?;
+        }
+    }
+    if let Some(clear) = &ctx.clear_cookie {
+        resp.append_header(http::header::SET_COOKIE, clear.clone())?;
+    }
+    let security = match &answer.style {
+        Style::OwnPage => Some(&ctx.rt.own_pages),
+        Style::AsUpstream(route) => {
+            for (n, v) in &route.headers.response_add {
+                resp.insert_header(n.clone(), v.clone())?;
+            }
+            if answer.content_type.is_some() {
+                resp.insert_header(
+                    http::header::CACHE_CONTROL,
+                    http::HeaderValue::from_static("no-store"),
+                )?;
+            }
+            Some(&route.headers.security)
+        }
+        Style::Check => {
+            // The front proxy reads this answer, no browser does: page security headers
+            // would only be bytes to write on every check.
+            resp.insert_header(
+                http::header::CACHE_CONTROL,
+                http::HeaderValue::from_static("no-store"),
+            )?;
+            None
+        }
+    };
+    if let Some(security) = security {
+        let missing: Vec<_> = security
+            .missing(&resp.headers, ctx.tls)
+            .map(|(n, v)| (n.clone(), v.clone()))
+            .collect();
+        for (n, v) in missing {
+            resp.insert_header(n, v)?;
+        }
+    }
+    let body_empty = head || bodiless || answer.body.is_empty();
+    session
+        .write_response_header(Box::new(resp), body_empty)
+        .await?;
+    if !body_empty {
+        session.write_response_body(Some(answer.body), true).await?;
+    }
+    Ok(true)
+}

@@ -1,0 +1,335 @@
+//! The Pingora `ProxyHttp` phases. Each says when Pingora runs it, what it may change, and
+//! what an early return means; each is a few lines calling [`read`], the engine and [`answer`].
+
+use super::answer::{self, Front};
+use super::{forwarded, header_deadline, peer, read, Ctx, Gateway};
+use crate::answer::Answer;
+use crate::auth::endpoints::{self, EndpointRequest};
+use crate::decision;
+use crate::refusal::Refusal;
+use crate::request::RequestView;
+use crate::telemetry::{self, metrics};
+use crate::upstream::Upstream;
+use async_trait::async_trait;
+use http::StatusCode;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::*;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::upstreams::peer::HttpPeer;
+use pingora::{ErrorSource, ErrorType};
+use std::sync::Arc;
+use std::time::Instant;
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = Ctx;
+
+    /// Runs when a request's head has been read: the request keeps the configuration current
+    /// now for its whole life, even if a reload happens meanwhile.
+    fn new_ctx(&self) -> Ctx {
+        Ctx {
+            rt: self.runtime.load_full(),
+            start: Instant::now(),
+            route: None,
+            tls: false,
+            peer_ip: None,
+            peer_trusted: false,
+            client_ip: None,
+            host_header: None,
+            identity: Vec::new(),
+            clear_cookie: None,
+        }
+    }
+
+    /// Runs first for every request, before anything is sent upstream. Strips forged identity
+    /// headers, reads the request, decides, and answers everything that is not proxied.
+    /// `Ok(true)`: a response was written here and the request ends; `Ok(false)`: proxy it.
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        header_deadline::head_received();
+        session.set_keepalive(Some(ctx.rt.idle_timeout.as_secs()));
+        let doomed = ctx.rt.strip.to_remove(&session.req_header().headers);
+        for name in doomed {
+            session.req_header_mut().remove_header(&name);
+        }
+        read::connection(session, ctx);
+        let wants_html = read::wants_html(session.req_header());
+        let (view, envoy) = match read::request(session, ctx, wants_html) {
+            Ok(read) => read,
+            Err(refusal) => {
+                let answer = answer::refusal(Front::Proxy, &refusal, wants_html);
+                return answer::write(session, ctx, answer).await;
+            }
+        };
+        if envoy.is_some() || view.path == "/.portcullis/auth" {
+            return forward_auth(session, ctx, &view, envoy.as_deref()).await;
+        }
+        if let Some(endpoint) = view.path.strip_prefix("/.portcullis/") {
+            return own_endpoint(session, ctx, &view, endpoint).await;
+        }
+        let rt = Arc::clone(&ctx.rt);
+        let req = session.req_header();
+        let cookies = read::cookie_header(&req.headers);
+        let presented = read::presented(&req.headers, cookies.as_deref());
+        let decided = decision::decide(&rt, &view, &presented).await;
+        drop(cookies);
+        if decided.clear_session_cookie {
+            ctx.clear_cookie = clearing_cookie(&ctx.rt);
+        }
+        let url = read::original_url(ctx, &view);
+        answer::answer(session, ctx, Front::Proxy, &view, &url, decided.decision).await
+    }
+
+    /// Runs for proxied requests once `request_filter` let them through: where to connect.
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        let Some(Upstream::Http(up)) = ctx.route.as_deref().map(|r| &r.upstream) else {
+            return Error::e_explain(
+                ErrorType::InternalError,
+                "no HTTP upstream for this request",
+            );
+        };
+        match peer::peer(up).await {
+            Ok(peer) => Ok(Box::new(peer)),
+            Err(e) => Err(Error::explain(
+                ErrorType::ConnectNoRoute,
+                format!("resolving {}: {e}", up.url),
+            )
+            .into_up()),
+        }
+    }
+
+    /// Runs once the upstream connection is ready, on the request about to be sent: sets
+    /// `X-Forwarded-*` from the real peer, the route's headers and the identity headers.
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if let Some(route) = ctx.route.clone() {
+            forwarded::prepare(upstream_request, ctx, &route)?;
+        }
+        Ok(())
+    }
+
+    /// Runs on every proxied response before it goes to the client: removes
+    /// `remove_response` headers, sets the route's response headers, adds security headers the
+    /// upstream did not set, and clears a dead session cookie.
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        for name in &ctx.rt.remove_response {
+            resp.remove_header(name);
+        }
+        if let Some(clear) = &ctx.clear_cookie {
+            resp.append_header(http::header::SET_COOKIE, clear.clone())?;
+        }
+        let Some(route) = ctx.route.as_deref() else {
+            return Ok(());
+        };
+        for (n, v) in &route.headers.response_add {
+            resp.insert_header(n.clone(), v.clone())?;
+        }
+        let security = &route.headers.security;
+        for (n, v) in &security.always {
+            if !resp.headers.contains_key(n) {
+                resp.insert_header(n.clone(), v.clone())?;
+            }
+        }
+        if let (true, Some(v)) = (ctx.tls, &security.hsts) {
+            if !resp
+                .headers
+                .contains_key(http::header::STRICT_TRANSPORT_SECURITY)
+            {
+                resp.insert_header(http::header::STRICT_TRANSPORT_SECURITY, v.clone())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs when proxying failed: 502 when the upstream is unreachable, 504 when it timed
+    /// out, 400 for a broken client request; always our own page, never the upstream's words.
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        let code = match e.etype() {
+            ErrorType::HTTPStatus(code) => *code,
+            ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout
+                if *e.esource() == ErrorSource::Upstream =>
+            {
+                504
+            }
+            _ => match e.esource() {
+                ErrorSource::Upstream => 502,
+                ErrorSource::Downstream => match e.etype() {
+                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
+                    _ => 400,
+                },
+                ErrorSource::Internal | ErrorSource::Unset => 500,
+            },
+        };
+        if *e.esource() == ErrorSource::Upstream {
+            match ctx.route.as_deref() {
+                Some(r) => r.metrics.upstream_errors.inc(),
+                None => metrics::UPSTREAM_ERRORS.with_label_values(&["-"]).inc(),
+            }
+        }
+        if code > 0 && session.response_written().is_none() {
+            let status = StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_GATEWAY);
+            let reason = match code {
+                502 => "the application behind this address is not reachable",
+                504 => "the application behind this address did not answer in time",
+                400 => "the request could not be read",
+                _ => "the request failed",
+            };
+            let html = read::wants_html(session.req_header());
+            let _ = answer::write(session, ctx, Answer::error(status, reason, html)).await;
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    /// Runs when the request is over, whatever happened: metrics and the access log line.
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        header_deadline::request_done();
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let route = ctx.route_label();
+        let elapsed = ctx.start.elapsed();
+        let status_code = StatusCode::from_u16(status).ok();
+        let status_text = status_code.as_ref().map_or("0", |s| s.as_str());
+        match ctx.route.as_deref() {
+            Some(r) => {
+                if status == 200 {
+                    r.metrics.ok.inc();
+                } else {
+                    metrics::REQUESTS
+                        .with_label_values(&[route, status_text])
+                        .inc();
+                }
+                r.metrics.duration.observe(elapsed.as_secs_f64());
+            }
+            None => {
+                metrics::REQUESTS
+                    .with_label_values(&[route, status_text])
+                    .inc();
+                metrics::DURATION
+                    .with_label_values(&[route])
+                    .observe(elapsed.as_secs_f64());
+            }
+        }
+        if ctx.rt.logging.access_log {
+            let req = session.req_header();
+            telemetry::access(&telemetry::AccessRecord {
+                method: req.method.as_str(),
+                host: ctx.host_header.as_deref().unwrap_or(""),
+                path: req.uri.path(),
+                status,
+                duration: elapsed,
+                route,
+                upstream: ctx.route.as_deref().map_or("-", |r| r.upstream.describe()),
+                client_ip: ctx.client_ip,
+                error: e.map(|e| e.etype().as_str()),
+            });
+        }
+    }
+
+    /// What Pingora prints about a failed request: never the query string, which may hold
+    /// codes or tokens.
+    fn request_summary(&self, session: &Session, ctx: &Ctx) -> String {
+        let req = session.req_header();
+        format!(
+            "{} {}{} route={}",
+            req.method,
+            ctx.host_header.as_deref().unwrap_or(""),
+            req.uri.path(),
+            ctx.route_label()
+        )
+    }
+}
+
+/// The second front door: `/.portcullis/auth` (nginx `auth_request`, Traefik `ForwardAuth`,
+/// Caddy `forward_auth`) and `/.portcullis/auth/envoy/<path>` (Envoy `ext_authz`, HTTP). The
+/// original request is read from what the front proxy says about it, believed only from
+/// `server.trusted_proxies`, and decided like a proxied one.
+async fn forward_auth(
+    session: &mut Session,
+    ctx: &mut Ctx,
+    auth_view: &RequestView,
+    envoy: Option<&str>,
+) -> Result<bool> {
+    let req = session.req_header();
+    let front = Front::ForwardAuth(read::dialect(&req.headers, auth_view, envoy.is_some()));
+    if !ctx.peer_trusted {
+        telemetry::audit(
+            "access_denied",
+            serde_json::json!({
+                "client_ip": ctx.peer_ip.map(|ip| ip.to_string()),
+                "route": "forward-auth",
+                "reason": "forward-auth request from a peer not in server.trusted_proxies",
+            }),
+        );
+        let answer = answer::refusal(front, &Refusal::UntrustedPeer, auth_view.wants_html);
+        return answer::write(session, ctx, answer).await;
+    }
+    let (original, url) = match read::original_request(&req.method, &req.headers, auth_view, envoy)
+    {
+        Ok(read) => read,
+        Err(refusal) => {
+            let answer = answer::refusal(front, &refusal, auth_view.wants_html);
+            return answer::write(session, ctx, answer).await;
+        }
+    };
+    let rt = Arc::clone(&ctx.rt);
+    let cookies = read::cookie_header(&req.headers);
+    let presented = read::presented(&req.headers, cookies.as_deref());
+    let decided = decision::decide(&rt, &original, &presented).await;
+    drop(cookies);
+    if decided.clear_session_cookie {
+        ctx.clear_cookie = clearing_cookie(&rt);
+    }
+    answer::answer(session, ctx, front, &original, &url, decided.decision).await
+}
+
+/// `/.portcullis/*`: login, hand-over, logout, userinfo; served on route hosts and the public
+/// URL's host.
+async fn own_endpoint(
+    session: &mut Session,
+    ctx: &mut Ctx,
+    view: &RequestView,
+    endpoint: &str,
+) -> Result<bool> {
+    let Some(auth) = ctx.rt.auth.clone() else {
+        let answer = answer::refusal(Front::Proxy, &Refusal::LoginNotConfigured, view.wants_html);
+        return answer::write(session, ctx, answer).await;
+    };
+    let public_host = auth.config.public_url.host_str() == Some(view.host.as_str());
+    if !public_host
+        && ctx.rt.routes.find(&view.host, "/").is_none()
+        && ctx.rt.routes.find(&view.host, &view.path).is_none()
+    {
+        let answer = answer::refusal(Front::Proxy, &Refusal::NoRoute, view.wants_html);
+        return answer::write(session, ctx, answer).await;
+    }
+    let req = session.req_header();
+    let cookies = read::cookie_header(&req.headers);
+    let request = EndpointRequest {
+        method: &view.method,
+        endpoint,
+        query: view.query.as_deref(),
+        here: read::here_url(ctx, view),
+        cookie_header: cookies.as_deref(),
+        wants_html: view.wants_html,
+        client_ip: ctx.client_ip,
+    };
+    let answer = endpoints::handle(&auth, request).await;
+    drop(cookies);
+    answer::write(session, ctx, answer).await
+}
+
+/// The `Set-Cookie` that clears the session cookie.
+fn clearing_cookie(rt: &crate::runtime::Runtime) -> Option<http::HeaderValue> {
+    let auth = rt.auth.as_ref()?;
+    http::HeaderValue::from_str(&auth.config.cookie.clear_cookie()).ok()
+}
