@@ -686,6 +686,39 @@ async fn redis_down_fails_fast_cache_serves_then_recovers() {
     assert!(cache.load(&store, &sid).await.unwrap().is_some());
 }
 
+/// After a Redis restart the store's connection is broken, and only the command that uses it
+/// finds out (that failure starts the reconnection). The cache's lookup retries such a failure
+/// once, so the first lookup after Redis is back succeeds, even with nothing cached to fall
+/// back on.
+#[tokio::test]
+async fn first_lookup_after_a_redis_restart_succeeds_through_one_retry() {
+    let mut server = RedisServer::start_durable();
+    let clock = ManualClock::new();
+    let store = redis_store(&server.url(), "p:", settings(), clock.clone()).await;
+    let cache = SessionCache::new(1000, Duration::from_secs(10), settings(), clock.clone());
+    let sid = store.create(login("alice")).await.unwrap().record.sid;
+    assert!(cache.load(&store, &sid).await.unwrap().is_some());
+
+    // What the retry is for: the bare store's first command after a restart fails ...
+    server.restart();
+    let first = store.get(&sid).await;
+    assert!(
+        matches!(&first, Err(e) if e.is_retryable()),
+        "the first command after a restart meets the broken connection: {first:?}"
+    );
+    // ... and the next one, sent at once, works.
+    assert!(store.get(&sid).await.unwrap().is_some());
+
+    // Through the cache, that first failure is invisible: the session is past cache_ttl (no
+    // fallback), Redis restarted again, and the very first lookup answers.
+    server.restart();
+    clock.advance(Duration::from_secs(10));
+    assert!(cache.get(&sid).is_none());
+    let started = Instant::now();
+    assert!(cache.load(&store, &sid).await.unwrap().is_some());
+    println!("first lookup after the restart: {:?}", started.elapsed());
+}
+
 #[tokio::test]
 async fn redis_unreachable_at_start_is_not_fatal() {
     let port = redis_support::free_port();

@@ -184,6 +184,15 @@ impl RedisStore {
         };
         match tokio::time::timeout(self.inner.op_timeout, attempt).await {
             Ok(Ok(v)) => Ok(v),
+            // The connection's own connect or response timeout (also the operation timeout)
+            // may fire before ours: a timeout either way, never worth an immediate retry.
+            Ok(Err(e)) if e.is_timeout() => {
+                self.inner.link.failed(&used, Some(&e));
+                Err(StoreError::Timeout {
+                    op,
+                    after: self.inner.op_timeout,
+                })
+            }
             Ok(Err(e)) => {
                 self.inner.link.failed(&used, Some(&e));
                 Err(store_error(op, e))

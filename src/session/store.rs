@@ -88,7 +88,8 @@ pub enum StoreError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
-    /// The backend did not answer in time.
+    /// The backend did not answer in time (whether the operation's own deadline or the
+    /// connection's connect or response timeout noticed it first).
     #[error("session store did not answer {op} within {after:?}")]
     Timeout { op: &'static str, after: Duration },
     /// The backend answered with an error (out of memory, wrong type, unknown command …).
@@ -110,6 +111,17 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// Whether the same operation, sent again at once, may well succeed: the backend could not
+    /// be reached (connection refused or dropped, a failover, Redis still loading its data
+    /// after a restart). A connection broken by a restart is noticed only by the command that
+    /// uses it, and that failure is what starts the reconnection a second attempt then waits
+    /// for. A [`Timeout`](StoreError::Timeout) is not retryable: that attempt already waited
+    /// the whole operation timeout, often on a live but slow connection, and a second one would
+    /// double the wait while adding load. Nothing else is: the backend answered.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StoreError::Unavailable { .. })
+    }
+
     /// The operation that failed, for metrics.
     pub fn op(&self) -> &'static str {
         match self {
