@@ -352,7 +352,8 @@ fn cross_site(view: &RequestView, presented: &Presented<'_>) -> Option<&'static 
     }
 }
 
-/// Whether an `Origin` value names the origin the request was addressed to.
+/// Whether an `Origin` value names the origin the request was addressed to (`view.authority`:
+/// through a trusted front proxy, the one it says).
 fn same_origin(origin: &str, view: &RequestView) -> bool {
     let scheme = if view.tls { "https" } else { "http" };
     let Some(rest) = origin
@@ -372,10 +373,13 @@ fn same_origin(origin: &str, view: &RequestView) -> bool {
         let port = after_host.trim_start_matches(':');
         Some(if port.is_empty() { default_port } else { port }.to_string())
     };
-    let Ok(host) = crate::request::parse_host(rest) else {
+    let (Ok(host), Ok(own)) = (
+        crate::request::parse_host(rest),
+        crate::request::parse_host(&view.authority),
+    ) else {
         return false;
     };
-    host == view.host && port_of(rest) == port_of(&view.authority)
+    host == own && port_of(rest) == port_of(&view.authority)
 }
 
 /// The `access_denied` audit event.

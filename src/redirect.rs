@@ -7,48 +7,113 @@ use crate::routes::HostPattern;
 /// The longest return URL accepted.
 const MAX_LEN: usize = 2048;
 
-/// Hosts a login may return to: the route hosts plus `server.allowed_redirect_domains`.
+/// Where a login may return to: the route hosts, the public URL, and
+/// `server.allowed_redirect_domains`, each with the ports it allows.
 #[derive(Debug, Clone, Default)]
 pub struct RedirectPolicy {
-    /// Exact hosts (route hosts, the public URL's host).
-    pub exact: Vec<String>,
-    /// Suffixes with a leading dot (`.example.com`), from `*.` routes and allowed domains.
-    pub suffixes: Vec<String>,
+    allowed: Vec<Allowed>,
+}
+
+/// One allowed host (or domain) and the ports that go with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Allowed {
+    host: HostMatch,
+    port: PortRule,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum HostMatch {
+    Exact(String),
+    /// `.example.com`: every subdomain, and `example.com` itself.
+    Domain(String),
+    /// `*.example.com` route hosts: subdomains only.
+    Subdomains(String),
+}
+
+impl HostMatch {
+    fn matches(&self, host: &str) -> bool {
+        let under = |suffix: &str| host.len() > suffix.len() && host.ends_with(suffix);
+        match self {
+            HostMatch::Exact(h) => h == host,
+            HostMatch::Domain(d) => under(d) || host == &d[1..],
+            HostMatch::Subdomains(d) => under(d),
+        }
+    }
+}
+
+/// The ports a return URL to an allowed host may name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PortRule {
+    /// None named: a URL without a port, or with the port this request came in on (another
+    /// port on an allowed host can be another, less trusted, service).
+    Request,
+    /// `host:*`: any port.
+    Any,
+    /// `host:8443`: that port.
+    Exact(u16),
 }
 
 impl RedirectPolicy {
+    /// A route host (`app.example.com` or `*.example.com`); the host-less pattern adds nothing.
     pub fn allow_pattern(&mut self, p: &HostPattern) {
-        match p {
-            HostPattern::Exact(h) => self.exact.push(h.clone()),
-            HostPattern::Wildcard(s) => self.suffixes.push(s.clone()),
-            HostPattern::Any => {}
-        }
+        let host = match p {
+            HostPattern::Exact(h) => HostMatch::Exact(h.clone()),
+            HostPattern::Wildcard(s) => HostMatch::Subdomains(s.clone()),
+            HostPattern::Any => return,
+        };
+        self.allowed.push(Allowed {
+            host,
+            port: PortRule::Request,
+        });
     }
 
-    /// `example.com` allows exactly that host; `.example.com` allows every subdomain (and
-    /// example.com itself), as oauth2-proxy's whitelist domains do.
-    pub fn allow_domain(&mut self, d: &str) {
-        let d = d.trim().to_ascii_lowercase();
-        match d.strip_prefix('.') {
-            Some(bare) => {
-                self.exact.push(bare.to_string());
-                self.suffixes.push(d);
+    /// The public URL's origin, with its own port.
+    pub fn allow_origin(&mut self, url: &url::Url) {
+        if let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default()) {
+            for rule in [PortRule::Request, PortRule::Exact(port)] {
+                self.allowed.push(Allowed {
+                    host: HostMatch::Exact(host.to_ascii_lowercase()),
+                    port: rule,
+                });
             }
-            None => self.exact.push(d),
         }
     }
 
-    fn host_allowed(&self, host: &str) -> bool {
-        self.exact.iter().any(|h| h == host)
-            || self
-                .suffixes
-                .iter()
-                .any(|s| host.len() > s.len() && host.ends_with(s.as_str()))
+    /// An `allowed_redirect_domains` entry: `example.com` allows exactly that host,
+    /// `.example.com` every subdomain and example.com itself (as oauth2-proxy's whitelist
+    /// domains do); either may name a port (`localhost:8443`) or any port (`.example.com:*`).
+    pub fn allow_domain(&mut self, entry: &str) -> Result<(), String> {
+        let entry = entry.trim().to_ascii_lowercase();
+        let (name, port) = match entry.rsplit_once(':') {
+            Some((name, "*")) => (name, PortRule::Any),
+            Some((name, digits)) if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) => {
+                let port = digits
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|p| *p > 0)
+                    .ok_or_else(|| format!("invalid port in {entry:?}"))?;
+                (name, PortRule::Exact(port))
+            }
+            _ => (entry.as_str(), PortRule::Request),
+        };
+        let bare = name.strip_prefix('.').unwrap_or(name);
+        if crate::request::parse_host(bare).ok().as_deref() != Some(bare) {
+            return Err(format!(
+                "invalid domain {entry:?}: expected a host such as example.com or .example.com, optionally with :PORT or :*"
+            ));
+        }
+        let host = if name.starts_with('.') {
+            HostMatch::Domain(name.to_string())
+        } else {
+            HostMatch::Exact(name.to_string())
+        };
+        self.allowed.push(Allowed { host, port });
+        Ok(())
     }
 
     /// Checks `rd` and returns it as an absolute URL. `here` is the scheme and authority
     /// (`https://app.example.com:8443`) of the request, against which a path is resolved and
-    /// whose port an absolute URL may name.
+    /// whose host and port an absolute URL may name.
     pub fn check(&self, rd: &str, here: &url::Url) -> Option<url::Url> {
         if rd.is_empty() || rd.len() > MAX_LEN {
             return None;
@@ -82,17 +147,18 @@ impl RedirectPolicy {
             url::Host::Ipv4(ip) => ip.to_string(),
             url::Host::Ipv6(ip) => format!("[{ip}]"),
         };
-        if !self.host_allowed(&host) && Some(host.as_str()) != here.host_str() {
-            return None;
-        }
-        // An explicit port must be the one this request came in on: another port on an
-        // allowed host can be another, less trusted, service.
-        if let Some(port) = url.port() {
-            if here.port_or_known_default() != Some(port) {
-                return None;
-            }
-        }
-        Some(url)
+        let port_ok = |rule: PortRule| match (rule, url.port()) {
+            (PortRule::Request, None) | (PortRule::Any, _) => true,
+            (PortRule::Request, Some(p)) => here.port_or_known_default() == Some(p),
+            (PortRule::Exact(p), _) => url.port_or_known_default() == Some(p),
+        };
+        let here_host = Some(host.as_str()) == here.host_str();
+        let allowed = (here_host && port_ok(PortRule::Request))
+            || self
+                .allowed
+                .iter()
+                .any(|a| a.host.matches(&host) && port_ok(a.port));
+        allowed.then_some(url)
     }
 }
 
@@ -104,7 +170,7 @@ mod tests {
         let mut p = RedirectPolicy::default();
         p.allow_pattern(&HostPattern::parse("app.example.com").unwrap());
         p.allow_pattern(&HostPattern::parse("*.apps.example.com").unwrap());
-        p.allow_domain(".corp.example");
+        p.allow_domain(".corp.example").unwrap();
         p
     }
 
@@ -131,6 +197,38 @@ mod tests {
                 p.check(rd, &here()).map(|u| u.to_string()).as_deref(),
                 Some(want),
                 "{rd}"
+            );
+        }
+    }
+
+    #[test]
+    fn ports_in_allowed_domains() {
+        let mut p = RedirectPolicy::default();
+        p.allow_domain("localhost:8443").unwrap();
+        p.allow_domain(".example.com:*").unwrap();
+        p.allow_origin(&url::Url::parse("http://auth.test:4180/").unwrap());
+        let here = url::Url::parse("http://localhost:8080").unwrap();
+        let ok = |rd: &str| p.check(rd, &here).is_some();
+        assert!(ok("http://localhost:8443/x"));
+        assert!(ok("http://localhost:8080/x"), "the request's own port");
+        assert!(!ok("http://localhost:9000/x"));
+        assert!(ok("http://localhost/x"), "no port named");
+        assert!(!ok("http://other.test:8443/x"));
+        assert!(ok("https://a.example.com:1234/"));
+        assert!(ok("https://example.com/"));
+        assert!(!ok("https://example.com.evil.test:1234/"));
+        assert!(ok("http://auth.test:4180/"), "the public URL's own port");
+        assert!(ok("http://auth.test/"), "no port named");
+        assert!(!ok("http://auth.test:4181/"));
+        // Without a port, another port than the request's stays refused.
+        let mut q = RedirectPolicy::default();
+        q.allow_domain("app.test").unwrap();
+        assert!(q.check("http://app.test:9000/", &here).is_none());
+        assert!(q.check("http://app.test/", &here).is_some());
+        for bad in ["", ":8443", "a b", "host:0", "host:99999", "host:x", "*.example.com"] {
+            assert!(
+                RedirectPolicy::default().allow_domain(bad).is_err(),
+                "{bad:?}"
             );
         }
     }

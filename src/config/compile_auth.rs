@@ -183,19 +183,13 @@ pub fn compile_auth(
     for h in hosts {
         redirects.allow_pattern(h);
     }
-    if let Some(host) = public_url.as_ref().and_then(|u| u.host_str()) {
-        redirects.allow_domain(host);
+    if let Some(url) = &public_url {
+        redirects.allow_origin(url);
     }
     for (i, d) in file.server.allowed_redirect_domains.iter().enumerate() {
-        let bare = d.trim_start_matches('.');
-        if crate::request::parse_host(bare).ok().as_deref() != Some(bare) {
-            p.add(
-                format!("server.allowed_redirect_domains[{i}]"),
-                format!("invalid domain {d:?}"),
-            );
-            continue;
+        if let Err(e) = redirects.allow_domain(d) {
+            p.add(format!("server.allowed_redirect_domains[{i}]"), e);
         }
-        redirects.allow_domain(d);
     }
 
     let (Some(public_url), Some(keys), Some(backend), Some(cache_ttl)) =

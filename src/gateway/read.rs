@@ -20,6 +20,7 @@ const X_FORWARDED_METHOD: HeaderName = HeaderName::from_static("x-forwarded-meth
 const X_FORWARDED_URI: HeaderName = HeaderName::from_static("x-forwarded-uri");
 const X_ORIGINAL_URL: HeaderName = HeaderName::from_static("x-original-url");
 const X_ORIGINAL_METHOD: HeaderName = HeaderName::from_static("x-original-method");
+const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
 
 /// Who is on the other end of the connection: the peer, whether it is a trusted proxy, the
 /// real client, and whether the client reached us over TLS (or a trusted proxy says so).
@@ -101,11 +102,17 @@ pub(super) fn request(
         absolute_authority.as_deref(),
     )
     .map_err(Refusal::Malformed)?;
+    let own = ctx.host_header.as_deref().unwrap_or_default();
+    let authority = if ctx.peer_trusted {
+        public_authority(&session.req_header().headers, own).map_err(Refusal::Malformed)?
+    } else {
+        own.to_string()
+    };
     let view = RequestView {
         method,
         tls: ctx.tls,
         host,
-        authority: ctx.host_header.clone().unwrap_or_default(),
+        authority,
         path,
         query,
         client_ip: ctx.client_ip,
@@ -136,6 +143,44 @@ fn routed_host(
         (None, Some(h)) => request::parse_host(h),
         (None, None) => Ok(String::new()),
     }
+}
+
+/// The authority the client addressed, as a trusted front proxy tells it: `X-Forwarded-Host`
+/// (its first entry) and `X-Forwarded-Port`, else `own` (the request's `Host`). nginx's
+/// common `proxy_set_header Host $host` drops the port, which `X-Forwarded-Host
+/// $host:$server_port` or `X-Forwarded-Port` carry: return URLs, login redirects, the
+/// hand-over and CSRF origin checks need it.
+fn public_authority(headers: &HeaderMap, own: &str) -> Result<String, BadRequest> {
+    let first = |name: &HeaderName| {
+        header_str(headers, name)
+            .and_then(|v| v.split(',').next())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+    };
+    let host = match first(&X_FORWARDED_HOST) {
+        Some(h) => {
+            request::parse_host(h)?;
+            h
+        }
+        None => own,
+    };
+    let port = match first(&X_FORWARDED_PORT) {
+        Some(p) => Some(
+            p.parse::<u16>()
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or(BadRequest::Host)?,
+        ),
+        None => None,
+    };
+    let has_port = host
+        .rsplit_once(']')
+        .map_or(host, |(_, after)| after)
+        .contains(':');
+    Ok(match port {
+        Some(p) if !has_port && !host.is_empty() => format!("{host}:{p}"),
+        _ => host.to_string(),
+    })
 }
 
 /// Makes the request the upstream will receive say exactly what was routed: the target is
@@ -216,10 +261,15 @@ pub(super) fn presented<'a>(headers: &'a HeaderMap, cookies: Option<&'a str>) ->
     }
 }
 
-/// `scheme://host[:port]` as the client addressed us.
+/// `scheme://host[:port]` as the client addressed us (through a trusted front proxy: as it
+/// says).
 pub(super) fn here_url(ctx: &Ctx, view: &RequestView) -> url::Url {
     let scheme = if ctx.tls { "https" } else { "http" };
-    let authority = ctx.host_header.as_deref().unwrap_or(view.host.as_str());
+    let authority = if view.authority.is_empty() {
+        view.host.as_str()
+    } else {
+        view.authority.as_str()
+    };
     url::Url::parse(&format!("{scheme}://{authority}/"))
         .unwrap_or_else(|_| url::Url::parse("http://invalid/").expect("a constant URL parses"))
 }
@@ -582,6 +632,30 @@ mod tests {
         q.query = Some("mode=nginx".into());
         assert_eq!(dialect(&HeaderMap::new(), &q, false), Dialect::Nginx);
         assert_eq!(dialect(&HeaderMap::new(), &v, false), Dialect::Traefik);
+    }
+
+    #[test]
+    fn public_authority_from_a_front_proxy() {
+        let h = |pairs: &[(&str, &str)]| public_authority(&headers(pairs), "app.test");
+        assert_eq!(h(&[]), Ok("app.test".into()));
+        assert_eq!(
+            h(&[("x-forwarded-host", "app.test:8443")]),
+            Ok("app.test:8443".into())
+        );
+        assert_eq!(
+            h(&[("x-forwarded-port", "8443")]),
+            Ok("app.test:8443".into())
+        );
+        assert_eq!(
+            h(&[("x-forwarded-host", "app.test:8443, inner:80"), ("x-forwarded-port", "1")]),
+            Ok("app.test:8443".into())
+        );
+        assert_eq!(
+            h(&[("x-forwarded-host", "[::1]"), ("x-forwarded-port", "8080")]),
+            Ok("[::1]:8080".into())
+        );
+        assert_eq!(h(&[("x-forwarded-host", "a b")]), Err(BadRequest::Host));
+        assert_eq!(h(&[("x-forwarded-port", "http")]), Err(BadRequest::Host));
     }
 
     #[test]
