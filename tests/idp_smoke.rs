@@ -46,7 +46,14 @@ async fn discovery_document_names_the_issuer_and_s256() {
         "{}",
         idp.issuer()
     );
-    let doc = json(reqwest::get(idp.discovery_url()).await.expect("discovery")).await;
+    let doc = json(
+        idp::direct_client()
+            .get(idp.discovery_url())
+            .send()
+            .await
+            .expect("discovery"),
+    )
+    .await;
     assert_eq!(doc["issuer"], idp.issuer());
     let methods = doc["code_challenge_methods_supported"]
         .as_array()
@@ -75,7 +82,14 @@ async fn browser_logs_in_exchanges_refreshes_and_logs_out() {
             )
             .token_ttl(Duration::from_secs(5)),
     );
-    let doc = json(reqwest::get(idp.discovery_url()).await.expect("discovery")).await;
+    let doc = json(
+        idp::direct_client()
+            .get(idp.discovery_url())
+            .send()
+            .await
+            .expect("discovery"),
+    )
+    .await;
     let endpoint = |name: &str| doc[name].as_str().expect(name).to_string();
 
     let mut authorize = reqwest::Url::parse(&endpoint("authorization_endpoint")).expect("url");
@@ -113,7 +127,7 @@ async fn browser_logs_in_exchanges_refreshes_and_logs_out() {
     let code = landed.query_param("code").expect("code");
     assert_eq!(idp.login_count(), 1);
 
-    let http = reqwest::Client::new();
+    let http = idp::direct_client();
     let tokens = json(
         http.post(endpoint("token_endpoint"))
             .basic_auth("smoke", Some("smoke-secret"))
@@ -196,7 +210,7 @@ async fn browser_logs_in_exchanges_refreshes_and_logs_out() {
 async fn admin_hooks_fail_the_token_endpoint() {
     let idp = Idp::start(IdpConfig::default());
     idp.fail_token_requests(1, 503).await;
-    let http = reqwest::Client::new();
+    let http = idp::direct_client();
     let token = idp.url("/token");
     let form = [("grant_type", "refresh_token"), ("refresh_token", "x")];
     let first = http
@@ -313,4 +327,58 @@ fn every_config_field_reaches_server_js() {
     // server.js validates its config and refuses to start on a bad one.
     let idp = Idp::start(config);
     assert!(idp.lines()[0].starts_with("READY "));
+}
+
+/// Every server a test talks to is on 127.0.0.1, and reqwest sends through a proxy named by
+/// `HTTP_PROXY` / `HTTPS_PROXY` / `ALL_PROXY` unless told not to: on a machine with one set,
+/// such a client fails (or is watched). So every client the tests build says `.no_proxy()`,
+/// and none uses reqwest's shortcuts with the default client.
+#[test]
+fn every_http_client_of_the_tests_ignores_proxy_variables() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
+    let mut files = Vec::new();
+    for dir in [root.clone(), root.join("support")] {
+        for entry in std::fs::read_dir(&dir).expect("reading tests/") {
+            let path = entry.expect("a directory entry").path();
+            if path.extension().is_some_and(|e| e == "rs") {
+                files.push(path);
+            }
+        }
+    }
+    assert!(files.len() > 10, "{files:?}");
+    // Spelt in pieces, so that this file does not find itself.
+    let builder = ["Client::", "builder()"].concat();
+    let shortcuts = [
+        ["reqwest::", "get("].concat(),
+        ["Client::", "new()"].concat(),
+        ["ClientBuilder::", "new()"].concat(),
+    ];
+    let mut builders = 0;
+    for file in &files {
+        let text = std::fs::read_to_string(file).expect("reading a test file");
+        let line_of = |at: usize| text[..at].lines().count() + 1;
+        for (at, _) in text.match_indices(&builder) {
+            builders += 1;
+            let chain = &text[at..];
+            let end = chain
+                .find(".build()")
+                .unwrap_or_else(|| panic!("{}:{}: no .build()", file.display(), line_of(at)));
+            assert!(
+                chain[..end].contains(".no_proxy()"),
+                "{}:{}: an HTTP client without .no_proxy()",
+                file.display(),
+                line_of(at)
+            );
+        }
+        for shortcut in &shortcuts {
+            if let Some(at) = text.find(shortcut.as_str()) {
+                panic!(
+                    "{}:{}: {shortcut} uses a client that honours proxy variables",
+                    file.display(),
+                    line_of(at)
+                );
+            }
+        }
+    }
+    assert!(builders >= 5, "found only {builders} client builders");
 }

@@ -70,7 +70,7 @@ async fn ready(w: &World) {
     support::eventually(Duration::from_secs(10), "readyz", || {
         let url = url.clone();
         async move {
-            let r = reqwest::get(&url).await.ok()?;
+            let r = support::http_client().get(&url).send().await.ok()?;
             (r.status() == 200).then_some(())
         }
     })
@@ -134,7 +134,7 @@ async fn secret_rotation_by_reload_keeps_sessions() {
     let api = |cookie: String| {
         let url = format!("{}/api", w.base());
         async move {
-            reqwest::Client::new()
+            support::http_client()
                 .get(url)
                 .header("cookie", cookie)
                 .header("accept", "application/json")
