@@ -206,6 +206,45 @@ async fn browser_logs_in_exchanges_refreshes_and_logs_out() {
     );
 }
 
+/// `remove_users` (`"carol": null`) takes the built-in user away at the IdP: her login fails
+/// like an unknown user's, while a user left in place logs in on the same form.
+#[tokio::test]
+async fn a_removed_user_cannot_log_in() {
+    let rp = landing_server().await;
+    let redirect_uri = format!("{rp}/callback");
+    let mut config =
+        IdpConfig::default().client(IdpClient::new("smoke", "smoke-secret", &redirect_uri));
+    config.remove_users.push("carol".into());
+    let idp = Idp::start(config);
+    let mut authorize = reqwest::Url::parse(&idp.url("/auth")).expect("url");
+    authorize
+        .query_pairs_mut()
+        .append_pair("response_type", "code")
+        .append_pair("client_id", "smoke")
+        .append_pair("redirect_uri", &redirect_uri)
+        .append_pair("scope", "openid")
+        .append_pair("state", "st4te")
+        .append_pair("code_challenge", CHALLENGE)
+        .append_pair("code_challenge_method", "S256");
+    let browser = Browser::new();
+    let form = browser.get(authorize.as_str()).await;
+    assert!(form.has_login_form(), "{form:?}");
+    let refused = idp::login_form_post(&browser, &form, "carol", idp::PASSWORD).await;
+    assert_eq!(refused.status, 401, "carol was removed: {refused:?}");
+    assert!(refused.has_login_form());
+    assert_eq!(
+        idp.wait_for_events("LOGIN_FAILED", &[("username", "carol")], 1)
+            .await,
+        1
+    );
+    let landed = browser
+        .complete_login(refused, "alice", idp::PASSWORD)
+        .await;
+    assert_eq!(landed.status, 200, "{landed:?}");
+    assert_eq!(landed.body, "landed");
+    assert_eq!(idp.login_count(), 1);
+}
+
 #[tokio::test]
 async fn admin_hooks_fail_the_token_endpoint() {
     let idp = Idp::start(IdpConfig::default());
@@ -320,6 +359,16 @@ fn every_config_field_reaches_server_js() {
     let json: serde_json::Value = serde_json::from_str(&config.to_json()).expect("valid JSON");
     assert_eq!(json["clients"][0]["client_secret"], "s\"ecret");
     assert_eq!(json["users"]["carol"], serde_json::Value::Null);
+    // Indexing a missing key also gives Null: server.js removes a built-in user only when its
+    // key is present with null (a missing key keeps the user), so require exactly that.
+    let users = json["users"].as_object().expect("users is an object");
+    assert_eq!(
+        users.get("carol"),
+        Some(&serde_json::Value::Null),
+        "carol must be listed as null to be removed: {users:?}"
+    );
+    assert!(users.get("zed").is_some_and(serde_json::Value::is_object));
+    assert!(!users.contains_key("alice"), "untouched users are left out");
     assert_eq!(json["users"]["zed"]["claims"]["department"], "eng");
     assert_eq!(json["ttl"]["id_token"], 3);
     assert_eq!(json["refresh_tokens"], "offline_access");
