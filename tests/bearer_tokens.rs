@@ -59,8 +59,19 @@ impl World {
         format!("{}\n{}", self.pc.stdout(), self.pc.stderr())
     }
 
-    /// No token, nor its signature alone, in anything Portcullis wrote.
-    fn assert_tokens_not_logged(&self, tokens: &[&str]) {
+    /// No token, nor its signature alone, in anything Portcullis wrote. First the logs catch
+    /// up: one more request, whose own access line must appear; log lines go out through one
+    /// ordered queue, so every line from the requests before it is in the file by then.
+    async fn assert_tokens_not_logged(&self, tokens: &[&str]) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static FLUSHES: AtomicUsize = AtomicUsize::new(0);
+        let path = format!("/logs-flushed-{}", FLUSHES.fetch_add(1, Ordering::Relaxed));
+        send(self, "GET", &path, None, &[]).await;
+        let needle = format!("\"path\":\"{path}\"");
+        self.pc
+            .wait_for_stdout_line(|l| l.contains("\"target\":\"access\"") && l.contains(&needle))
+            .await
+            .unwrap_or_else(|| panic!("no access line for {path}:\n{}", self.pc.stdout()));
         let logs = self.logs();
         for token in tokens {
             assert!(!logs.contains(token), "a token was logged: {token}");
@@ -347,7 +358,8 @@ async fn client_credentials_tokens_from_the_idp_pass_for_the_configured_audience
     let seen = accepted(&w, "/api/x", &listed).await;
     assert_eq!(seen.header("x-auth-request-user"), Some("alice"));
 
-    w.assert_tokens_not_logged(&[&token, &other, &third, &for_client, &listed]);
+    w.assert_tokens_not_logged(&[&token, &other, &third, &for_client, &listed])
+        .await;
 }
 
 #[tokio::test]
@@ -438,7 +450,8 @@ async fn a_valid_token_passes_with_its_identity_headers() {
         &machine,
         &just_expired,
         &nearly_valid,
-    ]);
+    ])
+    .await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -652,7 +665,7 @@ async fn bad_tokens_get_401_invalid_token_are_audited_and_never_logged() {
     all.retain(|t| t.len() > 20);
     all.push(&good);
     all.push(&tampered);
-    w.assert_tokens_not_logged(&all);
+    w.assert_tokens_not_logged(&all).await;
 }
 
 #[tokio::test]
@@ -803,7 +816,7 @@ async fn policies_apply_to_the_token_claims() {
     let v: Value = serde_json::from_str(line.trim()).unwrap();
     assert_eq!(v["user"], "alice", "{line}");
     assert_eq!(v["route"], "*/admin", "{line}");
-    w.assert_tokens_not_logged(&[&staff, &admin]);
+    w.assert_tokens_not_logged(&[&staff, &admin]).await;
 }
 
 #[tokio::test]
@@ -837,7 +850,7 @@ async fn bearer_tokens_are_ignored_on_routes_without_bearer() {
         before,
         "a token let a request through a cookie route"
     );
-    w.assert_tokens_not_logged(&[&token]);
+    w.assert_tokens_not_logged(&[&token]).await;
 }
 
 #[tokio::test]
@@ -979,7 +992,7 @@ async fn algorithm_pinned_by_the_key(alg: &str) {
         UNKNOWN_KEY,
     )
     .await;
-    w.assert_tokens_not_logged(&[&token, &machine]);
+    w.assert_tokens_not_logged(&[&token, &machine]).await;
 }
 
 #[tokio::test]
@@ -1157,7 +1170,7 @@ async fn unknown_kids_refetch_the_jwks_at_most_every_ten_seconds() {
     );
     accepted(&w, "/api/z", &good).await;
     assert!(w.pc.is_running());
-    w.assert_tokens_not_logged(&[&good, &unknown]);
+    w.assert_tokens_not_logged(&[&good, &unknown]).await;
 }
 
 #[tokio::test]
@@ -1198,7 +1211,7 @@ async fn a_burst_of_unknown_kids_refetches_the_jwks_once() {
     );
     accepted(&w, "/api/z", &good).await;
     assert!(w.pc.is_running());
-    w.assert_tokens_not_logged(&[&good, &unknown]);
+    w.assert_tokens_not_logged(&[&good, &unknown]).await;
 }
 
 /// ID tokens are signed by the same keys for the same audience (the client id) but are no
