@@ -240,9 +240,42 @@ async fn public_paths_need_no_login_and_cannot_be_used_to_bypass_it() {
         "/docs//public/x",
         "/docs/%70ublic/x",
     ] {
+        let before = w.up.count();
         let r = anon(open).await;
         assert_eq!(r.status, 200, "{open} is public: {}", r.text());
+        // The app answered this very request (not an earlier one), with no identity.
+        assert_eq!(w.up.count(), before + 1, "{open} reached the app once");
+        assert_eq!(r.json()["uri"], w.up.last().uri, "{open}");
         assert!(!w.up.last().has_header("x-auth-request-user"));
+        // Without a session no identity can be passed along, so the line above cannot fail
+        // by itself: an anonymous client's own identity headers must not get through the
+        // public path either.
+        let forged = support::raw_get(
+            w.pc.http_port(),
+            "127.0.0.1",
+            open,
+            &[
+                ("accept", "application/json"),
+                ("X-Auth-Request-User", "admin"),
+                ("X-Auth-Request-Email", "admin@example.com"),
+                ("X-Auth-Request-Groups", "nobody"),
+            ],
+        )
+        .await;
+        assert_eq!(forged.status, 200, "{open} with forged identity headers");
+        assert_eq!(w.up.count(), before + 2, "{open} reached the app again");
+        let seen = w.up.last();
+        for name in [
+            "x-auth-request-user",
+            "x-auth-request-email",
+            "x-auth-request-groups",
+        ] {
+            assert!(
+                !seen.has_header(name),
+                "{open}: a forged {name} reached the app: {:?}",
+                seen.headers
+            );
+        }
     }
     for closed in [
         "/docs",

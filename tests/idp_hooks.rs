@@ -193,7 +193,7 @@ async fn sign_fresh_none_and_hs256_jwks() {
     assert!(node_verifies(&raw, &jwk, false));
 
     // Bad requests are refused.
-    let http = reqwest::Client::new();
+    let http = idp::direct_client();
     for body in [
         json!({ "payload": {}, "key": "other" }),
         json!({ "key": "real" }),
@@ -294,7 +294,7 @@ async fn client_credentials_gives_a_jwt_for_the_resource_server() {
     );
 
     // The default client lacks the grant; an unknown resource is refused.
-    let http = reqwest::Client::new();
+    let http = idp::direct_client();
     for (id, secret, resource) in [
         ("portcullis", "portcullis-secret", "https://api.test"),
         ("svc", "svc-secret", "https://unknown.test"),
@@ -339,7 +339,7 @@ fn authorize_url(idp: &Idp, client: &str, redirect_uri: &str, extra: &[(&str, &s
 async fn id_token(idp: &Idp, landed: &idp::Page, redirect_uri: &str) -> Value {
     assert_eq!(landed.body, "landed", "{landed:?}");
     let code = landed.query_param("code").expect("code");
-    let resp = reqwest::Client::new()
+    let resp = idp::direct_client()
         .post(idp.url("/token"))
         .basic_auth("rp", Some("rp-secret"))
         .form(&[

@@ -46,7 +46,14 @@ async fn discovery_document_names_the_issuer_and_s256() {
         "{}",
         idp.issuer()
     );
-    let doc = json(reqwest::get(idp.discovery_url()).await.expect("discovery")).await;
+    let doc = json(
+        idp::direct_client()
+            .get(idp.discovery_url())
+            .send()
+            .await
+            .expect("discovery"),
+    )
+    .await;
     assert_eq!(doc["issuer"], idp.issuer());
     let methods = doc["code_challenge_methods_supported"]
         .as_array()
@@ -75,7 +82,14 @@ async fn browser_logs_in_exchanges_refreshes_and_logs_out() {
             )
             .token_ttl(Duration::from_secs(5)),
     );
-    let doc = json(reqwest::get(idp.discovery_url()).await.expect("discovery")).await;
+    let doc = json(
+        idp::direct_client()
+            .get(idp.discovery_url())
+            .send()
+            .await
+            .expect("discovery"),
+    )
+    .await;
     let endpoint = |name: &str| doc[name].as_str().expect(name).to_string();
 
     let mut authorize = reqwest::Url::parse(&endpoint("authorization_endpoint")).expect("url");
@@ -113,7 +127,7 @@ async fn browser_logs_in_exchanges_refreshes_and_logs_out() {
     let code = landed.query_param("code").expect("code");
     assert_eq!(idp.login_count(), 1);
 
-    let http = reqwest::Client::new();
+    let http = idp::direct_client();
     let tokens = json(
         http.post(endpoint("token_endpoint"))
             .basic_auth("smoke", Some("smoke-secret"))
@@ -192,11 +206,50 @@ async fn browser_logs_in_exchanges_refreshes_and_logs_out() {
     );
 }
 
+/// `remove_users` (`"carol": null`) takes the built-in user away at the IdP: her login fails
+/// like an unknown user's, while a user left in place logs in on the same form.
+#[tokio::test]
+async fn a_removed_user_cannot_log_in() {
+    let rp = landing_server().await;
+    let redirect_uri = format!("{rp}/callback");
+    let mut config =
+        IdpConfig::default().client(IdpClient::new("smoke", "smoke-secret", &redirect_uri));
+    config.remove_users.push("carol".into());
+    let idp = Idp::start(config);
+    let mut authorize = reqwest::Url::parse(&idp.url("/auth")).expect("url");
+    authorize
+        .query_pairs_mut()
+        .append_pair("response_type", "code")
+        .append_pair("client_id", "smoke")
+        .append_pair("redirect_uri", &redirect_uri)
+        .append_pair("scope", "openid")
+        .append_pair("state", "st4te")
+        .append_pair("code_challenge", CHALLENGE)
+        .append_pair("code_challenge_method", "S256");
+    let browser = Browser::new();
+    let form = browser.get(authorize.as_str()).await;
+    assert!(form.has_login_form(), "{form:?}");
+    let refused = idp::login_form_post(&browser, &form, "carol", idp::PASSWORD).await;
+    assert_eq!(refused.status, 401, "carol was removed: {refused:?}");
+    assert!(refused.has_login_form());
+    assert_eq!(
+        idp.wait_for_events("LOGIN_FAILED", &[("username", "carol")], 1)
+            .await,
+        1
+    );
+    let landed = browser
+        .complete_login(refused, "alice", idp::PASSWORD)
+        .await;
+    assert_eq!(landed.status, 200, "{landed:?}");
+    assert_eq!(landed.body, "landed");
+    assert_eq!(idp.login_count(), 1);
+}
+
 #[tokio::test]
 async fn admin_hooks_fail_the_token_endpoint() {
     let idp = Idp::start(IdpConfig::default());
     idp.fail_token_requests(1, 503).await;
-    let http = reqwest::Client::new();
+    let http = idp::direct_client();
     let token = idp.url("/token");
     let form = [("grant_type", "refresh_token"), ("refresh_token", "x")];
     let first = http
@@ -306,6 +359,16 @@ fn every_config_field_reaches_server_js() {
     let json: serde_json::Value = serde_json::from_str(&config.to_json()).expect("valid JSON");
     assert_eq!(json["clients"][0]["client_secret"], "s\"ecret");
     assert_eq!(json["users"]["carol"], serde_json::Value::Null);
+    // Indexing a missing key also gives Null: server.js removes a built-in user only when its
+    // key is present with null (a missing key keeps the user), so require exactly that.
+    let users = json["users"].as_object().expect("users is an object");
+    assert_eq!(
+        users.get("carol"),
+        Some(&serde_json::Value::Null),
+        "carol must be listed as null to be removed: {users:?}"
+    );
+    assert!(users.get("zed").is_some_and(serde_json::Value::is_object));
+    assert!(!users.contains_key("alice"), "untouched users are left out");
     assert_eq!(json["users"]["zed"]["claims"]["department"], "eng");
     assert_eq!(json["ttl"]["id_token"], 3);
     assert_eq!(json["refresh_tokens"], "offline_access");
@@ -313,4 +376,58 @@ fn every_config_field_reaches_server_js() {
     // server.js validates its config and refuses to start on a bad one.
     let idp = Idp::start(config);
     assert!(idp.lines()[0].starts_with("READY "));
+}
+
+/// Every server a test talks to is on 127.0.0.1, and reqwest sends through a proxy named by
+/// `HTTP_PROXY` / `HTTPS_PROXY` / `ALL_PROXY` unless told not to: on a machine with one set,
+/// such a client fails (or is watched). So every client the tests build says `.no_proxy()`,
+/// and none uses reqwest's shortcuts with the default client.
+#[test]
+fn every_http_client_of_the_tests_ignores_proxy_variables() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
+    let mut files = Vec::new();
+    for dir in [root.clone(), root.join("support")] {
+        for entry in std::fs::read_dir(&dir).expect("reading tests/") {
+            let path = entry.expect("a directory entry").path();
+            if path.extension().is_some_and(|e| e == "rs") {
+                files.push(path);
+            }
+        }
+    }
+    assert!(files.len() > 10, "{files:?}");
+    // Spelt in pieces, so that this file does not find itself.
+    let builder = ["Client::", "builder()"].concat();
+    let shortcuts = [
+        ["reqwest::", "get("].concat(),
+        ["Client::", "new()"].concat(),
+        ["ClientBuilder::", "new()"].concat(),
+    ];
+    let mut builders = 0;
+    for file in &files {
+        let text = std::fs::read_to_string(file).expect("reading a test file");
+        let line_of = |at: usize| text[..at].lines().count() + 1;
+        for (at, _) in text.match_indices(&builder) {
+            builders += 1;
+            let chain = &text[at..];
+            let end = chain
+                .find(".build()")
+                .unwrap_or_else(|| panic!("{}:{}: no .build()", file.display(), line_of(at)));
+            assert!(
+                chain[..end].contains(".no_proxy()"),
+                "{}:{}: an HTTP client without .no_proxy()",
+                file.display(),
+                line_of(at)
+            );
+        }
+        for shortcut in &shortcuts {
+            if let Some(at) = text.find(shortcut.as_str()) {
+                panic!(
+                    "{}:{}: {shortcut} uses a client that honours proxy variables",
+                    file.display(),
+                    line_of(at)
+                );
+            }
+        }
+    }
+    assert!(builders >= 5, "found only {builders} client builders");
 }

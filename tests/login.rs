@@ -70,7 +70,7 @@ async fn ready(w: &World) {
     support::eventually(Duration::from_secs(10), "readyz", || {
         let url = url.clone();
         async move {
-            let r = reqwest::get(&url).await.ok()?;
+            let r = support::http_client().get(&url).send().await.ok()?;
             (r.status() == 200).then_some(())
         }
     })
@@ -116,8 +116,10 @@ async fn full_login_reaches_the_app_with_identity_headers() {
 mod redis_support;
 
 /// Rotating `session.secrets` (new key first, old key kept) by hot reload logs nobody out:
-/// the old cookie and the record sealed under the old key still open. Dropping the old key
-/// then ends those sessions, and tampered cookies are counted.
+/// the old cookie and the record sealed under the old key still open, and new logins are
+/// sealed under the new key. Dropping the old key then ends the old sessions (counted as
+/// invalid cookies) while those sealed under the new key live on, and logging in works: a new
+/// browser, and the browser whose cookie was refused, each get a working session.
 #[tokio::test]
 async fn secret_rotation_by_reload_keeps_sessions() {
     const NEW: &str = "ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA=";
@@ -134,7 +136,7 @@ async fn secret_rotation_by_reload_keeps_sessions() {
     let api = |cookie: String| {
         let url = format!("{}/api", w.base());
         async move {
-            reqwest::Client::new()
+            support::http_client()
                 .get(url)
                 .header("cookie", cookie)
                 .header("accept", "application/json")
@@ -173,6 +175,20 @@ async fn secret_rotation_by_reload_keeps_sessions() {
         200,
         "the old cookie must survive the rotation"
     );
+    // A login during the rotation: sealed under the new key (checked once the old is gone).
+    let during = Browser::new();
+    let page = during
+        .login(&format!("{}/during", w.base()), "bob", PASSWORD)
+        .await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let during_cookie = format!(
+        "_portcullis={}",
+        during
+            .cookie_for(&w.base(), "_portcullis")
+            .expect("a session cookie after the login during the rotation")
+    );
+    assert_ne!(during_cookie, cookie);
+    assert_eq!(api(during_cookie.clone()).await, 200);
 
     // The old key removed: its cookies no longer open, and are counted as invalid.
     let before =
@@ -200,5 +216,56 @@ async fn secret_rotation_by_reload_keeps_sessions() {
     assert!(
         after > before,
         "invalid cookies are counted ({before} -> {after})"
+    );
+
+    // The session begun during the rotation was sealed under the key that stays.
+    assert_eq!(
+        api(during_cookie.clone()).await,
+        200,
+        "a cookie sealed under the new key survives dropping the old one"
+    );
+    assert_eq!(w.up.last().header("x-auth-request-user"), Some("bob"));
+
+    // Logging in works under the new key alone: in a new browser ...
+    let fresh = Browser::new();
+    let page = fresh
+        .login(&format!("{}/after", w.base()), "carol", PASSWORD)
+        .await;
+    assert_eq!(
+        page.status, 200,
+        "a login after the rotation: {}",
+        page.body
+    );
+    assert_eq!(page.url.path(), "/after");
+    assert_eq!(w.up.last().header("x-auth-request-user"), Some("carol"));
+    let fresh_cookie = format!(
+        "_portcullis={}",
+        fresh
+            .cookie_for(&w.base(), "_portcullis")
+            .expect("a session cookie after the login")
+    );
+    assert_eq!(api(fresh_cookie.clone()).await, 200);
+    assert_eq!(w.up.last().header("x-auth-request-user"), Some("carol"));
+
+    // ... and in the browser whose cookie was refused: it is sent to log in again (its IdP
+    // session still alive), gets a new cookie that opens, and the old one stays refused.
+    let page = browser
+        .login(&format!("{}/again", w.base()), "alice", PASSWORD)
+        .await;
+    assert_eq!(page.status, 200, "alice logs in again: {}", page.body);
+    assert_eq!(page.url.path(), "/again");
+    assert_eq!(w.up.last().header("x-auth-request-user"), Some("alice"));
+    let renewed = format!(
+        "_portcullis={}",
+        browser
+            .cookie_for(&w.base(), "_portcullis")
+            .expect("a new session cookie")
+    );
+    assert_ne!(renewed, cookie, "a new cookie after logging in again");
+    assert_eq!(api(renewed).await, 200);
+    assert_eq!(
+        api(cookie.clone()).await,
+        401,
+        "the cookie under the removed key is still no session"
     );
 }

@@ -2137,8 +2137,23 @@ async fn secrets_stay_out_of_logs(logging: &'static str) {
         }
     }
 
-    // Let the last lines reach the files.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Wait for the last lines to reach the files: one more request, whose own access line
+    // must appear. Access lines and the other log lines go out through one ordered queue, so
+    // once that line is in the file, every line before it is too (audit lines are written
+    // before the answer that follows them).
+    let last = send(
+        &client_for(&hosts),
+        "GET",
+        &format!("{app}/logs-flushed"),
+        &[("accept", "application/json")],
+    )
+    .await;
+    assert_eq!(last.status, 401, "{}", last.body);
+    w.pc.wait_for_stdout_line(|l| {
+        l.contains("\"target\":\"access\"") && l.contains("\"path\":\"/logs-flushed\"")
+    })
+    .await
+    .unwrap_or_else(|| panic!("no access line for the last request:\n{}", w.pc.stdout()));
     let logs = format!("{}\n{}", w.pc.stdout(), w.pc.stderr());
     assert!(
         logs.contains("login_success"),

@@ -158,14 +158,16 @@ async fn sighup_with_a_broken_file_keeps_serving() {
     let pc = Portcullis::start(&format!(
         "{SERVER}routes:\n  - {{ path: /, upstream: \"static://200\" }}\n"
     ));
-    // Written and signalled at once: whichever trigger sees it first, it must be refused.
-    std::fs::write(
-        pc.config_path(),
-        pc.setup.render(&format!(
-            "{SERVER}routes:\n  - {{ upstream: \"static://204\", bogus: 1 }}\n"
-        )),
-    )
-    .expect("writing config");
+    // Written and signalled at once: whichever trigger sees it first, it must be refused. Renamed
+    // into place, so SIGHUP never reads a truncated file (which could even be a valid one).
+    support::write_atomically(
+        &pc.config_path(),
+        pc.setup
+            .render(&format!(
+                "{SERVER}routes:\n  - {{ upstream: \"static://204\", bogus: 1 }}\n"
+            ))
+            .as_bytes(),
+    );
     pc.sighup();
     eventually(WITHIN, "a failed reload to be counted", || async {
         (pc.metric("portcullis_config_reloads_total", &[("result", "failure")])
@@ -179,27 +181,76 @@ async fn sighup_with_a_broken_file_keeps_serving() {
     assert!(pc.is_running());
 }
 
+/// A request in flight when a reload lands is answered under the configuration it started
+/// with, while a request after the reload gets the new one. The slow request observably spans
+/// the reload: it has reached the upstream (which then sleeps) before the file is rewritten,
+/// and it is still unanswered once the reload is confirmed (audit line, metric) and the new
+/// configuration serves.
 #[tokio::test]
 async fn in_flight_requests_finish_on_the_old_configuration() {
+    // The upstream's sleep: long against a reload (150 ms debounce and a load), short of the
+    // raw client's 5 s limit.
+    const SLEEP_MS: u64 = 3000;
     let up = Upstream::start();
-    let pc = Portcullis::start(&format!("{SERVER}routes:\n  - upstream: {}\n", up.url()));
+    let pc = Portcullis::start(&format!(
+        "{SERVER}routes:\n  - upstream: {}\n    headers:\n      add_response: {{ X-Generation: one }}\n",
+        up.url()
+    ));
     let port = pc.http_port();
-    let slow =
-        tokio::spawn(async move { raw_get(port, "app.test", "/slow?sleep_ms=1200", &[]).await });
+    let slow_uri = format!("/slow?sleep_ms={SLEEP_MS}");
+    let slow = {
+        let slow_uri = slow_uri.clone();
+        tokio::spawn(async move { raw_get(port, "app.test", &slow_uri, &[]).await })
+    };
     eventually(WITHIN, "the slow request to reach the upstream", || async {
         (up.count() == 1).then_some(())
     })
     .await;
+    assert!(
+        !slow.is_finished(),
+        "the slow request must be in flight when the reload starts"
+    );
     pc.rewrite_config(&format!(
-        "{SERVER}routes:\n  - {{ upstream: \"static://204\" }}\n"
+        "{SERVER}routes:\n  - {{ upstream: \"static://204\", headers: {{ add_response: {{ X-Generation: two }} }} }}\n"
     ));
+    let line = pc
+        .wait_for_stdout_line(|l| l.contains("\"event\":\"config_reloaded\""))
+        .await
+        .unwrap_or_else(|| panic!("no config_reloaded audit line:\n{}", pc.stdout()));
+    assert!(line.contains("\"trigger\":\"file\""), "{line}");
+    assert_eq!(
+        pc.metric("portcullis_config_reloads_total", &[("result", "success")])
+            .await,
+        1.0
+    );
     eventually(WITHIN, "the new configuration to be served", || async {
         (status_of(&pc, "/fast").await == 204).then_some(())
     })
     .await;
+    // A new request: the new configuration (the built-in 204, its response header), and the
+    // old upstream does not see it.
+    let fresh = raw_get(port, "app.test", "/fresh", &[]).await;
+    assert_eq!(fresh.status, 204);
+    assert_eq!(fresh.header("x-generation"), Some("two"));
+    assert_eq!(
+        up.count(),
+        1,
+        "a request after the reload reached the old upstream"
+    );
+    // The reload landed while the slow request was in flight: it is still unanswered.
+    assert!(
+        !slow.is_finished(),
+        "the slow request was answered before the reload was confirmed: the test proves nothing"
+    );
+
     let r = slow.await.expect("the slow request task");
     assert_eq!(r.status, 200);
-    assert_eq!(r.json()["uri"], "/slow?sleep_ms=1200");
+    assert_eq!(r.json()["uri"], slow_uri);
+    assert_eq!(
+        r.header("x-generation"),
+        Some("one"),
+        "the in-flight request must be answered under the configuration it started with"
+    );
 }
 
 #[tokio::test]

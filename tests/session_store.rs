@@ -554,13 +554,41 @@ async fn redis_key_prefix_is_respected() {
     );
     assert!(b.get(&sid).await.unwrap().is_none());
     assert!(a.get(&sid).await.unwrap().is_some());
-    // Invalidations are per prefix too.
+    // Invalidations are per prefix too. Positive controls: another store under a's prefix
+    // does receive a's logout, within the same 200 ms that b is given; and b's subscription
+    // is live, before and after (b's own logouts arrive, and the first to arrive after a's
+    // logout is b's own, not a's late).
+    let a2 = redis_store(&server.url(), "app-a:", settings(), clock.clone()).await;
+    let mut inv_a2 = a2.invalidations();
     let mut inv_b = b.invalidations();
+    let b_first = b.create(login("bob")).await.unwrap().record.sid;
+    b.delete(&b_first).await.unwrap();
+    assert_eq!(
+        tokio::time::timeout(Duration::from_secs(1), inv_b.next())
+            .await
+            .expect("b hears its own logout"),
+        Some(Invalidation::Session(b_first))
+    );
     a.delete(&sid).await.unwrap();
+    assert_eq!(
+        tokio::time::timeout(Duration::from_millis(200), inv_a2.next())
+            .await
+            .expect("a store under a's prefix hears a's logout within 200 ms"),
+        Some(Invalidation::Session(sid))
+    );
     assert!(
         tokio::time::timeout(Duration::from_millis(200), inv_b.next())
             .await
             .is_err()
+    );
+    let b_second = b.create(login("carol")).await.unwrap().record.sid;
+    b.delete(&b_second).await.unwrap();
+    assert_eq!(
+        tokio::time::timeout(Duration::from_secs(1), inv_b.next())
+            .await
+            .expect("b still hears its own logouts"),
+        Some(Invalidation::Session(b_second)),
+        "b heard a's logout late, or something else"
     );
 }
 

@@ -28,6 +28,17 @@ pub const OTP: &str = "123456";
 /// The `acr` of a login with the right one-time code, whatever the user's own.
 pub const STEP_UP_ACR: &str = "urn:portcullis:test:loa:2";
 
+/// A plain HTTP client for talking to the test IdP (and the test's own servers) directly, as
+/// reqwest's default client would (redirects followed), but never through a proxy named by
+/// `HTTP_PROXY` / `HTTPS_PROXY` / `ALL_PROXY` in the environment: every server a test talks to
+/// is on 127.0.0.1, and a developer's or CI's proxy must not see (or break) that traffic.
+pub fn direct_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("building a direct HTTP client")
+}
+
 // ---------------------------------------------------------------------------------------------
 // Configuration
 // ---------------------------------------------------------------------------------------------
@@ -502,6 +513,7 @@ impl Idp {
             .and_then(|p| p.parse().ok())
             .ok_or_else(|| format!("unexpected issuer {issuer:?}"))?;
         let http = reqwest::Client::builder()
+            .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| e.to_string())?;
@@ -1208,6 +1220,7 @@ impl Browser {
     /// for tests that route by host name.
     pub fn with_hosts(hosts: &[(&str, SocketAddr)]) -> Browser {
         let mut builder = reqwest::Client::builder()
+            .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(Duration::from_secs(30));
         for (host, addr) in hosts {

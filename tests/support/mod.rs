@@ -283,9 +283,12 @@ impl Portcullis {
         }
     }
 
-    /// Replaces the config file in place (placeholders substituted with this instance's).
+    /// Replaces the config file (placeholders substituted with this instance's) atomically: the
+    /// text goes to a temporary file in the same directory, which is then renamed over the
+    /// config. A reload triggered meanwhile reads the old file or the new one, never a
+    /// truncated or half-written one (which `std::fs::write` in place would let it see).
     pub fn rewrite_config(&self, yaml: &str) {
-        std::fs::write(self.config_path(), self.setup.render(yaml)).expect("rewriting config");
+        write_atomically(&self.config_path(), self.setup.render(yaml).as_bytes());
     }
 
     /// Sends SIGHUP to the process.
@@ -411,6 +414,32 @@ impl Drop for Portcullis {
             );
         }
     }
+}
+
+/// Writes `contents` to `path` by writing a temporary file beside it (same directory, so the
+/// same file system) and renaming it over `path`: readers see the whole old file or the whole
+/// new one.
+pub fn write_atomically(path: &Path, contents: &[u8]) {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let dir = path.parent().expect("the file has a directory");
+    let name = path
+        .file_name()
+        .expect("the file has a name")
+        .to_string_lossy();
+    let tmp = dir.join(format!(
+        ".{name}.tmp-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let mut file =
+        std::fs::File::create(&tmp).unwrap_or_else(|e| panic!("creating {}: {e}", tmp.display()));
+    file.write_all(contents)
+        .and_then(|()| file.sync_all())
+        .unwrap_or_else(|e| panic!("writing {}: {e}", tmp.display()));
+    drop(file);
+    std::fs::rename(&tmp, path)
+        .unwrap_or_else(|e| panic!("renaming {} to {}: {e}", tmp.display(), path.display()));
 }
 
 /// Status of a plain `GET path` on 127.0.0.1:port, or `None` if nothing answered.

@@ -5,13 +5,55 @@
 
 use std::collections::BTreeSet;
 use std::net::TcpListener;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-pub const REDIS_SERVER: &str = "/usr/bin/redis-server";
-pub const REDIS_CLI: &str = "/usr/bin/redis-cli";
+/// The `redis-server` to run: `$REDIS_SERVER` if set, otherwise the first on `PATH`.
+pub fn redis_server() -> PathBuf {
+    program("redis-server", "REDIS_SERVER", "redis-server")
+}
+
+/// The `redis-cli` to run (Cluster setup): `$REDIS_CLI` if set, otherwise the first on `PATH`.
+pub fn redis_cli() -> PathBuf {
+    program("redis-cli", "REDIS_CLI", "redis-tools")
+}
+
+/// `name` from the environment variable `var` (a path, or a bare name looked up on `PATH`),
+/// or else from `PATH`; panics saying how to get it when it is nowhere.
+fn program(name: &str, var: &str, debian_package: &str) -> PathBuf {
+    let given = std::env::var_os(var).filter(|v| !v.is_empty());
+    let wanted = given.clone().unwrap_or_else(|| name.into());
+    let wanted = Path::new(&wanted);
+    let found = if wanted.components().count() > 1 {
+        is_executable(wanted).then(|| wanted.to_path_buf())
+    } else {
+        std::env::var_os("PATH").and_then(|path| {
+            std::env::split_paths(&path)
+                .map(|dir| dir.join(wanted))
+                .find(|p| is_executable(p))
+        })
+    };
+    found.unwrap_or_else(|| match given {
+        Some(v) => panic!(
+            "{var}={} is not an executable file (nor a program on PATH): point {var} at {name}, \
+             or unset it to look for {name} on PATH",
+            v.to_string_lossy()
+        ),
+        None => panic!(
+            "{name} not found on PATH ({}): the Redis tests start their own {name}; install it \
+             (Debian: apt-get install {debian_package}, or run scripts/setup) or set {var} to \
+             its path",
+            std::env::var("PATH").unwrap_or_default()
+        ),
+    })
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
 
 /// A port on 127.0.0.1 that nothing listens on now, never handed out twice in this process.
 ///
@@ -85,7 +127,7 @@ impl RedisServer {
     }
 
     fn spawn(&mut self) {
-        let mut cmd = Command::new(REDIS_SERVER);
+        let mut cmd = Command::new(redis_server());
         cmd.arg("--port")
             .arg(self.port.to_string())
             .arg("--bind")
@@ -197,7 +239,7 @@ impl SentinelSetup {
             ),
         )
         .expect("writing sentinel.conf");
-        let sentinel = Command::new(REDIS_SERVER)
+        let sentinel = Command::new(redis_server())
             .arg(&conf)
             .arg("--sentinel")
             .stdin(Stdio::null())
@@ -301,7 +343,7 @@ impl ClusterSetup {
             .iter()
             .map(|n| format!("127.0.0.1:{}", n.port))
             .collect();
-        let out = Command::new(REDIS_CLI)
+        let out = Command::new(redis_cli())
             .arg("--cluster")
             .arg("create")
             .args(&addrs)
