@@ -18,6 +18,7 @@ pub mod redirect;
 pub mod request;
 pub mod routes;
 pub mod runtime;
+pub mod secret;
 pub mod server;
 pub mod session;
 pub mod telemetry;

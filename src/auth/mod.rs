@@ -10,6 +10,7 @@ pub use identity::render_identity_headers;
 
 use crate::oidc::{OidcProvider, ProviderSettings};
 use crate::redirect::RedirectPolicy;
+use crate::secret::Fingerprint;
 use crate::session::{
     CookieSettings, MemoryStore, RedisSettings, RedisStore, SessionCache, SessionCookie,
     SessionKeys, SessionRecord, SessionStore, SharedClock, StoreError, StoreSettings, SystemClock,
@@ -28,13 +29,14 @@ const REFRESH_LOCK: Duration = Duration::from_secs(15);
 /// Timeout for requests to the identity provider.
 const IDP_TIMEOUT: Duration = Duration::from_secs(10);
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Hash)]
 pub enum StoreBackend {
     Memory,
     Redis(RedisSettings),
 }
 
-/// Everything about login that the config says, compiled; pure data.
+/// Everything about login that the config says, compiled; pure data. `Debug` shows no secret
+/// (the keys, Redis passwords and client secrets have their own redacting `Debug`).
 #[derive(Debug, Clone)]
 pub struct AuthConfig {
     pub public_url: url::Url,
@@ -53,9 +55,10 @@ pub struct AuthConfig {
     /// In config order; the first is the default.
     pub providers: Vec<ProviderSettings>,
     pub redirects: RedirectPolicy,
-    /// Hash of every setting above (secrets included, never shown), to reuse the live services
-    /// across reloads that do not touch them.
-    pub fingerprint: u64,
+    /// Hash of every setting above by value (secrets included, those read from `*_file` files
+    /// too, never their paths), to reuse the live services across reloads that do not touch
+    /// them.
+    pub fingerprint: Fingerprint,
 }
 
 /// The live services: built once, shared by every request, reused across reloads.
