@@ -10,7 +10,7 @@ use crate::auth::{AuthConfig, StoreBackend};
 use crate::oidc::{ClaimNames, ProviderSettings};
 use crate::redirect::RedirectPolicy;
 use crate::routes::HostPattern;
-use crate::secret::{redact_url, Fingerprinter, Secret, SecretUrl};
+use crate::secret::{redact_url, Fingerprint, Fingerprinter, Secret, SecretUrl};
 use crate::session::{
     CookieSettings, RedisSettings, RedisTarget, SameSite, SessionKeys, StoreSettings,
 };
@@ -177,11 +177,7 @@ pub fn compile_auth(
     else {
         return None;
     };
-    let mut fp = Fingerprinter::new();
-    (&secrets, &backend, &store, cache_ttl, &providers).hash(&mut fp);
-    (session.refresh, &c.name, &c.domain, &c.same_site, c.secure).hash(&mut fp);
-    public_url.as_str().hash(&mut fp);
-    let fingerprint = fp.fingerprint();
+    let fingerprint = services_fingerprint(&secrets, &backend, &store, cache_ttl, &providers);
     Some(AuthConfig {
         public_url,
         keys: Arc::new(keys),
@@ -196,6 +192,27 @@ pub fn compile_auth(
         redirects,
         fingerprint,
     })
+}
+
+/// What the live services ([`crate::auth::Auth`]) are built from, hashed by value: the session
+/// secrets (those from `secrets_file` included), the store and how to reach it (the URL from
+/// `url_file`, password and all), the cache, and every provider setting (a
+/// `client_secret_file`'s secret included). Paths are not in it: changing only what a file
+/// holds changes the fingerprint, and the next reload builds new services with the new value.
+///
+/// What requests read from `Auth::config` (cookies, return-URL domains, `refresh`) is not in
+/// it either: a reload that changes only those keeps the services (and with them every
+/// session of the memory store) under the new settings.
+fn services_fingerprint(
+    secrets: &[Secret<String>],
+    backend: &StoreBackend,
+    store: &StoreSettings,
+    cache_ttl: Duration,
+    providers: &[ProviderSettings],
+) -> Fingerprint {
+    let mut fp = Fingerprinter::new();
+    (secrets, backend, store, cache_ttl, providers).hash(&mut fp);
+    fp.fingerprint()
 }
 
 fn public_url(s: &str) -> Result<url::Url, String> {

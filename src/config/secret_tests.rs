@@ -5,6 +5,7 @@
 use super::*;
 use crate::runtime::Runtime;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 const SESSION_INLINE: &str = "c2Vzc2lvbi1zZWNyZXQtaW5saW5lLTMyLWJ5dGVzISE=";
 const SESSION_FILE: &str = "c2Vzc2lvbi1zZWNyZXQtZnJvbS1maWxlLTMyYnl0ZXM=";
@@ -245,4 +246,38 @@ fn add_file_is_read_again_on_every_load() {
     );
     dir.write("upstream-token", "Bearer rotated\n");
     assert_eq!(value(&dir.load(&text)).as_deref(), Some("Bearer rotated"));
+}
+
+#[test]
+fn a_reload_that_keeps_the_services_serves_its_own_settings() {
+    let dir = Dir::new();
+    let text = config_with("  store: memory\n");
+    let mut first = dir.load(&text);
+    first.activate(None).expect("the services start");
+    let mut second = dir.load(&format!(
+        "{text}  - {{ host: new.example.com, upstream: echo:// }}\n"
+    ));
+    second.activate(Some(&first)).expect("reactivated");
+    let (a, b) = (first.auth.as_ref().unwrap(), second.auth.as_ref().unwrap());
+    assert!(Arc::ptr_eq(&a.store, &b.store), "the sessions are kept");
+    assert!(Arc::ptr_eq(&a.cache, &b.cache));
+    let here = url::Url::parse("https://auth.example.com").unwrap();
+    let rd = "https://new.example.com/x";
+    assert!(a.config.redirects.check(rd, &here).is_none());
+    assert!(
+        b.config.redirects.check(rd, &here).is_some(),
+        "the new route's host is a valid return URL after the reload"
+    );
+
+    // A rotated client secret: new services.
+    dir.write("client-secret", "rotated-client-secret\n");
+    let mut third = dir.load(&text);
+    third.activate(Some(&second)).expect("reactivated");
+    let c = third.auth.as_ref().unwrap();
+    assert!(!Arc::ptr_eq(&b.store, &c.store));
+    let filed = &c.providers["filed"].settings;
+    assert_eq!(
+        filed.client_secret.as_ref().unwrap().expose(),
+        "rotated-client-secret"
+    );
 }
