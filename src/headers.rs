@@ -104,13 +104,30 @@ impl SecurityHeaders {
 }
 
 /// A route's header changes.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct RouteHeaders {
-    /// Set on the upstream request, replacing client values.
+    /// Set on the upstream request, replacing client values. May hold upstream credentials
+    /// (`headers.add_file`): `Debug` shows the names only.
     pub request_add: Vec<(HeaderName, HeaderValue)>,
     /// Set on the response, replacing upstream values.
     pub response_add: Vec<(HeaderName, HeaderValue)>,
     pub security: SecurityHeaders,
+}
+
+impl std::fmt::Debug for RouteHeaders {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use crate::secret::Secret;
+        let request_add: Vec<_> = self
+            .request_add
+            .iter()
+            .map(|(n, v)| (n, Secret::new(v)))
+            .collect();
+        f.debug_struct("RouteHeaders")
+            .field("request_add", &request_add)
+            .field("response_add", &self.response_add)
+            .field("security", &self.security)
+            .finish()
+    }
 }
 
 /// The strict policy for pages Portcullis writes itself (errors, login pages).
@@ -143,6 +160,27 @@ mod tests {
                 !list.matches(&HeaderName::from_bytes(name.as_bytes()).unwrap()),
                 "{name}"
             );
+        }
+    }
+
+    #[test]
+    fn debug_shows_no_value_sent_upstream() {
+        let mut secret = HeaderValue::from_static("Basic dXBzdHJlYW06czNjcmV0");
+        for sensitive in [false, true] {
+            secret.set_sensitive(sensitive);
+            let h = RouteHeaders {
+                request_add: vec![(HeaderName::from_static("authorization"), secret.clone())],
+                response_add: vec![(
+                    HeaderName::from_static("x-served-by"),
+                    HeaderValue::from_static("portcullis"),
+                )],
+                security: SecurityHeaders::default(),
+            };
+            for shown in [format!("{h:?}"), format!("{h:#?}")] {
+                assert!(!shown.contains("dXBzdHJlYW06czNjcmV0"), "{shown}");
+                assert!(shown.contains("authorization"), "{shown}");
+                assert!(shown.contains("portcullis"), "{shown}");
+            }
         }
     }
 

@@ -21,6 +21,7 @@ pub mod refusal;
 pub mod request;
 pub mod routes;
 pub mod runtime;
+pub mod secret;
 pub mod server;
 pub mod session;
 pub mod telemetry;

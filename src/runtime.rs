@@ -38,9 +38,10 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    /// Builds (or reuses from `previous`, when the login settings are unchanged) the live
-    /// login services. A reload that does not touch `session`/`providers` keeps every session
-    /// and connection.
+    /// Builds the live login services, or reuses those of `previous` when what they are built
+    /// from is unchanged (the fingerprint: secrets, store, providers, by value). A reload that
+    /// does not touch those keeps every session and connection, and still serves its own
+    /// per-request settings (cookies, return-URL domains).
     pub fn activate(&mut self, previous: Option<&Runtime>) -> Result<(), String> {
         let Some(config) = &self.auth_config else {
             self.auth = None;
@@ -48,7 +49,7 @@ impl Runtime {
         };
         if let Some(prev) = previous.and_then(|p| p.auth.as_ref()) {
             if prev.config.fingerprint == config.fingerprint {
-                self.auth = Some(Arc::clone(prev));
+                self.auth = Some(prev.reconfigure(config.clone()));
                 return Ok(());
             }
         }

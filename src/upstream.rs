@@ -33,7 +33,13 @@ impl Upstream {
                 .ok_or_else(|| format!("invalid static upstream {s:?}: expected static://CODE with CODE from 200 to 599"))?;
             return Ok(Upstream::Static(status));
         }
-        let url = url::Url::parse(s).map_err(|e| format!("invalid upstream URL {s:?}: {e}"))?;
+        // Error messages are logged (a refused reload): a URL with user info is not echoed.
+        let shown = if s.contains('@') {
+            crate::secret::redact_url(s)
+        } else {
+            format!("{s:?}")
+        };
+        let url = url::Url::parse(s).map_err(|e| format!("invalid upstream URL {shown}: {e}"))?;
         let tls = match url.scheme() {
             "http" => false,
             "https" => true,
@@ -45,7 +51,7 @@ impl Upstream {
         };
         if !url.username().is_empty() || url.password().is_some() {
             return Err(format!(
-                "upstream URL {s:?} must not carry credentials: use headers.add_file"
+                "upstream URL {shown} must not carry credentials: use headers.add_file"
             ));
         }
         if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
@@ -179,6 +185,18 @@ mod tests {
         assert!(
             matches!(Upstream::parse("https://app.internal", &t()), Ok(Upstream::Http(h)) if h.port == 443 && h.fixed.is_none())
         );
+    }
+
+    #[test]
+    fn credentials_in_a_refused_url_are_not_echoed() {
+        for bad in [
+            "http://user:s3cret@host",
+            "http://s3cret@host",
+            "http://user:s3cret@host:bad",
+        ] {
+            let e = Upstream::parse(bad, &t()).unwrap_err();
+            assert!(!e.contains("s3cret"), "{e}");
+        }
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub use identity::render_identity_headers;
 
 use crate::oidc::{OidcProvider, ProviderSettings};
 use crate::redirect::RedirectPolicy;
+use crate::secret::Fingerprint;
 use crate::session::{
     CookieSettings, MemoryStore, RedisSettings, RedisStore, SessionCache, SessionCookie,
     SessionKeys, SessionRecord, SessionStore, SharedClock, StoreError, StoreSettings, SystemClock,
@@ -28,13 +29,14 @@ const REFRESH_LOCK: Duration = Duration::from_secs(15);
 /// Timeout for requests to the identity provider.
 const IDP_TIMEOUT: Duration = Duration::from_secs(10);
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Hash)]
 pub enum StoreBackend {
     Memory,
     Redis(RedisSettings),
 }
 
-/// Everything about login that the config says, compiled; pure data.
+/// Everything about login that the config says, compiled; pure data. `Debug` shows no secret
+/// (the keys, Redis passwords and client secrets have their own redacting `Debug`).
 #[derive(Debug, Clone)]
 pub struct AuthConfig {
     pub public_url: url::Url,
@@ -53,21 +55,38 @@ pub struct AuthConfig {
     /// In config order; the first is the default.
     pub providers: Vec<ProviderSettings>,
     pub redirects: RedirectPolicy,
-    /// Hash of every setting above (secrets included, never shown), to reuse the live services
-    /// across reloads that do not touch them.
-    pub fingerprint: u64,
+    /// Hash of the settings the live services are built from (see
+    /// `config::compile_auth::services_fingerprint`): the values of the secrets, those read
+    /// from `*_file` files included, never their paths. A reload with the same fingerprint
+    /// keeps the services ([`Auth::reconfigure`]).
+    pub fingerprint: Fingerprint,
 }
 
 /// The live services: built once, shared by every request, reused across reloads.
 pub struct Auth {
+    /// The settings of the configuration this `Auth` serves (always the current one: a
+    /// reload that keeps the services gets a new `Auth` with its own settings).
     pub config: AuthConfig,
     pub store: Arc<dyn SessionStore>,
     pub cache: Arc<SessionCache>,
     pub providers: HashMap<String, Arc<OidcProvider>>,
     pub clock: SharedClock,
     /// Verified Bearer tokens.
-    tokens: bearer::TokenCache,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    tokens: Arc<bearer::TokenCache>,
+    /// Background tasks of the services, shared by every `Auth` on them.
+    tasks: Arc<Tasks>,
+}
+
+/// Background tasks (cache invalidations, discovery), stopped when the last `Auth` using
+/// them is dropped.
+struct Tasks(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for Tasks {
+    fn drop(&mut self) {
+        for t in &self.0 {
+            t.abort();
+        }
+    }
 }
 
 impl std::fmt::Debug for Auth {
@@ -75,14 +94,6 @@ impl std::fmt::Debug for Auth {
         f.debug_struct("Auth")
             .field("config", &self.config)
             .finish_non_exhaustive()
-    }
-}
-
-impl Drop for Auth {
-    fn drop(&mut self) {
-        for t in &self.tasks {
-            t.abort();
-        }
     }
 }
 
@@ -133,9 +144,25 @@ impl Auth {
             cache,
             providers,
             clock,
-            tokens: bearer::TokenCache::default(),
-            tasks,
+            tokens: Arc::default(),
+            tasks: Arc::new(Tasks(tasks)),
         }))
+    }
+
+    /// The same live services (store, cache, providers: every session and connection) under
+    /// `config`, for a reload whose settings differ only in what is read per request
+    /// (cookies, return-URL domains, refresh): `config.fingerprint` must equal this one's.
+    pub fn reconfigure(&self, config: AuthConfig) -> Arc<Auth> {
+        debug_assert!(config.fingerprint == self.config.fingerprint);
+        Arc::new(Auth {
+            config,
+            store: Arc::clone(&self.store),
+            cache: Arc::clone(&self.cache),
+            providers: self.providers.clone(),
+            clock: Arc::clone(&self.clock),
+            tokens: Arc::clone(&self.tokens),
+            tasks: Arc::clone(&self.tasks),
+        })
     }
 
     pub fn provider(&self, id: &str) -> Option<&Arc<OidcProvider>> {

@@ -388,11 +388,11 @@ fn security_headers(s: &schema::SecurityHeaders, key: &str, p: &mut Problems) ->
     out
 }
 
-fn header_pairs(
-    map: &BTreeMap<String, String>,
+fn header_pairs<V>(
+    map: &BTreeMap<String, V>,
     key: &str,
     p: &mut Problems,
-    value_of: impl Fn(&str) -> Result<String, String>,
+    value_of: impl Fn(&V) -> Result<String, String>,
 ) -> Vec<(HeaderName, HeaderValue)> {
     map.iter()
         .filter_map(|(name, raw)| {
@@ -402,6 +402,14 @@ fn header_pairs(
             Some((n, v))
         })
         .collect()
+}
+
+/// A value set on upstream requests: it may be a credential (from `add_file`, or a `${VAR}` in
+/// `add`), so it is marked sensitive: `http` shows it as `Sensitive` in `Debug`, and HTTP/2
+/// never puts it into a compression table.
+fn sensitive((name, mut value): (HeaderName, HeaderValue)) -> (HeaderName, HeaderValue) {
+    value.set_sensitive(true);
+    (name, value)
 }
 
 /// Reads a `*_file` secret: the file's content without its trailing newline.
@@ -493,21 +501,22 @@ fn routes(
         let headers = RouteHeaders {
             request_add: {
                 let mut v = header_pairs(&h.add, &format!("{key}.headers.add"), p, |s| {
-                    Ok(s.to_string())
+                    Ok(s.expose().clone())
                 });
+                // Read again on every load, so a reload always sends the file's current value.
                 v.extend(header_pairs(
                     &h.add_file,
                     &format!("{key}.headers.add_file"),
                     p,
                     |f| read_secret_file(&resolve(base, f)),
                 ));
-                v
+                v.into_iter().map(sensitive).collect()
             },
             response_add: header_pairs(
                 &h.add_response,
                 &format!("{key}.headers.add_response"),
                 p,
-                |s| Ok(s.to_string()),
+                |s| Ok(s.clone()),
             ),
             security: security_headers(
                 &merge_security(&security_layers),

@@ -1,5 +1,6 @@
 //! The login part of the config: `server.public_url`, `session`, `providers`, compiled into an
-//! [`AuthConfig`]. Reads only `*_file` secrets.
+//! [`AuthConfig`]. Reads only `*_file` secrets, and reads them on every load: their values (not
+//! their paths) go into the fingerprint that decides whether a reload rebuilds the services.
 
 use super::compile::{note, read_secret_file, resolve};
 use super::error::Problems;
@@ -9,10 +10,11 @@ use crate::auth::{AuthConfig, StoreBackend};
 use crate::oidc::{ClaimNames, ProviderSettings};
 use crate::redirect::RedirectPolicy;
 use crate::routes::HostPattern;
+use crate::secret::{redact_url, Fingerprint, Fingerprinter, Secret, SecretUrl};
 use crate::session::{
     CookieSettings, RedisSettings, RedisTarget, SameSite, SessionKeys, StoreSettings,
 };
-use std::hash::{Hash, Hasher};
+use std::hash::Hash;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,7 +35,6 @@ pub fn compile_auth(
         }
         return None;
     }
-    let mut fp = std::collections::hash_map::DefaultHasher::new();
 
     let public_url = match &file.server.public_url {
         None => {
@@ -51,7 +52,7 @@ pub fn compile_auth(
     };
 
     // Secrets: inline and/or from a file, one per line.
-    let mut secrets = session.secrets.clone();
+    let mut secrets: Vec<Secret<String>> = session.secrets.clone();
     if let Some(f) = &session.secrets_file {
         if let Some(text) = note(
             p,
@@ -62,11 +63,10 @@ pub fn compile_auth(
                 text.lines()
                     .map(str::trim)
                     .filter(|l| !l.is_empty())
-                    .map(str::to_string),
+                    .map(|l| Secret::new(l.to_string())),
             );
         }
     }
-    secrets.hash(&mut fp);
     let keys = if secrets.is_empty() {
         p.add(
             format!("{skey}{}", if skey == "session" { ".secrets" } else { "" }),
@@ -74,10 +74,11 @@ pub fn compile_auth(
         );
         None
     } else {
+        let plain: Vec<&str> = secrets.iter().map(|s| s.expose().as_str()).collect();
         note(
             p,
             "session.secrets".into(),
-            SessionKeys::from_secrets(&secrets).map_err(|e| e.to_string()),
+            SessionKeys::from_secrets(&plain).map_err(|e| e.to_string()),
         )
     };
 
@@ -93,14 +94,6 @@ pub fn compile_auth(
         max_per_user: session.max_per_user,
     };
     note(p, "session.lifetime".into(), store.validate());
-    (
-        store.lifetime,
-        store.idle_timeout,
-        store.max_per_user,
-        cache_ttl,
-        session.refresh,
-    )
-        .hash(&mut fp);
 
     let backend = match session.store.as_str() {
         "memory" => {
@@ -109,7 +102,7 @@ pub fn compile_auth(
             }
             Some(StoreBackend::Memory)
         }
-        "redis" => redis(session.redis.as_ref(), base, p, &mut fp).map(StoreBackend::Redis),
+        "redis" => redis(session.redis.as_ref(), base, p).map(StoreBackend::Redis),
         other => {
             p.add(
                 "session.store",
@@ -118,7 +111,6 @@ pub fn compile_auth(
             None
         }
     };
-    session.store.hash(&mut fp);
 
     let c = &session.cookie;
     let same_site = match c.same_site.to_ascii_lowercase().as_str() {
@@ -142,7 +134,6 @@ pub fn compile_auth(
     note(p, "session.cookie".into(), cookie.validate());
     let handover_cookie = cookie.host_only();
     let cookie = cookie.with_host_prefix();
-    (&c.name, &c.domain, &c.same_site, c.secure).hash(&mut fp);
 
     let mut providers = Vec::new();
     for (i, pr) in file.providers.iter().enumerate() {
@@ -158,23 +149,6 @@ pub fn compile_auth(
                 );
                 continue;
             }
-            (
-                &settings.id,
-                &settings.issuer,
-                &settings.client_id,
-                &settings.client_secret,
-                &settings.scopes,
-            )
-                .hash(&mut fp);
-            (&settings.extra_auth_params, &settings.redirect_uri).hash(&mut fp);
-            (
-                &settings.audiences,
-                &settings.mfa_acr,
-                &settings.bearer_clients,
-            )
-                .hash(&mut fp);
-            let cn = &settings.claims;
-            (&cn.user, &cn.email, &cn.groups, &cn.name).hash(&mut fp);
             providers.push(settings);
         }
     }
@@ -197,7 +171,7 @@ pub fn compile_auth(
     else {
         return None;
     };
-    public_url.as_str().hash(&mut fp);
+    let fingerprint = services_fingerprint(&secrets, &backend, &store, cache_ttl, &providers);
     Some(AuthConfig {
         public_url,
         keys: Arc::new(keys),
@@ -210,8 +184,29 @@ pub fn compile_auth(
         refresh: session.refresh,
         providers,
         redirects,
-        fingerprint: fp.finish(),
+        fingerprint,
     })
+}
+
+/// What the live services ([`crate::auth::Auth`]) are built from, hashed by value: the session
+/// secrets (those from `secrets_file` included), the store and how to reach it (the URL from
+/// `url_file`, password and all), the cache, and every provider setting (a
+/// `client_secret_file`'s secret included). Paths are not in it: changing only what a file
+/// holds changes the fingerprint, and the next reload builds new services with the new value.
+///
+/// What requests read from `Auth::config` (cookies, return-URL domains, `refresh`) is not in
+/// it either: a reload that changes only those keeps the services (and with them every
+/// session of the memory store) under the new settings.
+fn services_fingerprint(
+    secrets: &[Secret<String>],
+    backend: &StoreBackend,
+    store: &StoreSettings,
+    cache_ttl: Duration,
+    providers: &[ProviderSettings],
+) -> Fingerprint {
+    let mut fp = Fingerprinter::new();
+    (secrets, backend, store, cache_ttl, providers).hash(&mut fp);
+    fp.fingerprint()
 }
 
 fn public_url(s: &str) -> Result<url::Url, String> {
@@ -225,12 +220,7 @@ fn public_url(s: &str) -> Result<url::Url, String> {
     Ok(url)
 }
 
-fn redis(
-    r: Option<&schema::Redis>,
-    base: &Path,
-    p: &mut Problems,
-    fp: &mut impl Hasher,
-) -> Option<RedisSettings> {
+fn redis(r: Option<&schema::Redis>, base: &Path, p: &mut Problems) -> Option<RedisSettings> {
     let Some(r) = r else {
         p.add(
             "session.redis",
@@ -248,11 +238,12 @@ fn redis(
             p,
             "session.redis.url_file".into(),
             read_secret_file(&resolve(base, f)),
-        ),
+        )
+        .map(SecretUrl::new),
         (None, None) => None,
     };
-    let check_url = |p: &mut Problems, key: String, u: &str| {
-        let ok = url::Url::parse(u)
+    let check_url = |p: &mut Problems, key: String, u: &SecretUrl| {
+        let ok = url::Url::parse(u.expose())
             .ok()
             .filter(|x| matches!(x.scheme(), "redis" | "rediss") && x.host_str().is_some());
         if ok.is_none() {
@@ -261,7 +252,7 @@ fn redis(
                 key,
                 format!(
                     "invalid Redis URL {}: expected redis://host:port/db or rediss://",
-                    crate::session::redact(u)
+                    redact_url(u.expose())
                 ),
             );
         }
@@ -279,14 +270,16 @@ fn redis(
         return None;
     }
     let target = if let Some(u) = url {
-        check_url(p, "session.redis.url".into(), &u).then_some(RedisTarget::Url(u))?
+        check_url(p, "session.redis.url".into(), &u).then(|| RedisTarget::Url(u.into_inner()))?
     } else if !r.cluster.is_empty() {
         let ok = r
             .cluster
             .iter()
             .enumerate()
             .all(|(i, u)| check_url(p, format!("session.redis.cluster[{i}]"), u));
-        ok.then(|| RedisTarget::Cluster(r.cluster.clone()))?
+        ok.then(|| {
+            RedisTarget::Cluster(r.cluster.iter().map(|u| u.expose().to_string()).collect())
+        })?
     } else {
         let s = r.sentinel.as_ref()?;
         if s.master.is_empty() || s.urls.is_empty() {
@@ -303,7 +296,7 @@ fn redis(
             .all(|(i, u)| check_url(p, format!("session.redis.sentinel.urls[{i}]"), u));
         ok.then(|| RedisTarget::Sentinel {
             master: s.master.clone(),
-            urls: s.urls.clone(),
+            urls: s.urls.iter().map(|u| u.expose().to_string()).collect(),
             db: 0,
             username: None,
             password: None,
@@ -314,7 +307,6 @@ fn redis(
     if let Some(prefix) = &r.key_prefix {
         settings.key_prefix = prefix.clone();
     }
-    (format!("{:?}", r), &settings.key_prefix).hash(fp);
     Some(settings)
 }
 
@@ -374,7 +366,8 @@ fn provider(
             p,
             format!("{key}.client_secret_file"),
             read_secret_file(&resolve(base, f)),
-        ),
+        )
+        .map(Secret::new),
         (None, None) => None,
     };
     let scopes = pr

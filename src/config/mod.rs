@@ -137,4 +137,6 @@ fn key_of(p: &serde_ignored::Path) -> String {
 }
 
 #[cfg(test)]
+mod secret_tests;
+#[cfg(test)]
 mod tests;

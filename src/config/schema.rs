@@ -1,6 +1,10 @@
 //! The user's file, as serde types. Nothing here is validated: `compile` turns it into the
 //! `Runtime`. Unknown keys are found with `serde_ignored`, so every one of them is reported.
+//!
+//! Every value that may be a credential is a [`Secret`] or a [`SecretUrl`], so that `Debug` of
+//! any of these types (a whole `File` included) shows none of them.
 
+use crate::secret::{Secret, SecretUrl};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -285,8 +289,9 @@ impl StringOrList {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub struct RouteHeaders {
-    /// Added to the request sent upstream, replacing any value the client sent.
-    pub add: BTreeMap<String, String>,
+    /// Added to the request sent upstream, replacing any value the client sent. Secret: a
+    /// `${VAR}` may have put a credential there.
+    pub add: BTreeMap<String, Secret<String>>,
     /// Like `add`, but each value is read from a file (secrets such as upstream credentials).
     pub add_file: BTreeMap<String, String>,
     /// Added to the response sent to the client, replacing any value the upstream sent.
@@ -300,7 +305,7 @@ pub struct Session {
     pub store: String,
     pub redis: Option<Redis>,
     /// Base64 32-byte keys; the first encrypts, all decrypt.
-    pub secrets: Vec<String>,
+    pub secrets: Vec<Secret<String>>,
     /// A file with one secret per line (same order and meaning as `secrets`).
     pub secrets_file: Option<String>,
     pub cookie: Cookie,
@@ -331,9 +336,9 @@ impl Default for Session {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub struct Redis {
-    pub url: Option<String>,
+    pub url: Option<SecretUrl>,
     pub url_file: Option<String>,
-    pub cluster: Vec<String>,
+    pub cluster: Vec<SecretUrl>,
     pub sentinel: Option<Sentinel>,
     pub key_prefix: Option<String>,
 }
@@ -342,7 +347,7 @@ pub struct Redis {
 #[serde(default)]
 pub struct Sentinel {
     pub master: String,
-    pub urls: Vec<String>,
+    pub urls: Vec<SecretUrl>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -373,7 +378,7 @@ pub struct Provider {
     pub kind: String,
     pub issuer: String,
     pub client_id: String,
-    pub client_secret: Option<String>,
+    pub client_secret: Option<Secret<String>>,
     pub client_secret_file: Option<String>,
     pub scopes: Option<Vec<String>>,
     pub claims: Claims,

@@ -8,6 +8,7 @@ mod claims;
 pub use bearer::BearerError;
 pub use claims::{ClaimNames, Identity};
 
+use crate::secret::Secret;
 use arc_swap::ArcSwapOption;
 use openidconnect::core::{
     CoreAuthDisplay, CoreAuthenticationFlow, CoreClaimName, CoreClaimType, CoreClient,
@@ -74,13 +75,14 @@ type Client = CoreClient<
     EndpointMaybeSet,
 >;
 
-/// One configured `type: oidc` provider, compiled.
-#[derive(Clone)]
+/// One configured `type: oidc` provider, compiled. `Debug` shows no client secret; `Hash`
+/// covers every field, the secret's value included (for the reload fingerprint).
+#[derive(Clone, Debug, Hash)]
 pub struct ProviderSettings {
     pub id: String,
     pub issuer: String,
     pub client_id: String,
-    pub client_secret: Option<String>,
+    pub client_secret: Option<Secret<String>>,
     pub scopes: Vec<String>,
     pub claims: ClaimNames,
     pub extra_auth_params: Vec<(String, String)>,
@@ -92,21 +94,6 @@ pub struct ProviderSettings {
     pub bearer_clients: Option<Vec<String>>,
     /// `acr` values that mean MFA, sent as `acr_values` when stepping up.
     pub mfa_acr: Vec<String>,
-}
-
-impl std::fmt::Debug for ProviderSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ProviderSettings")
-            .field("id", &self.id)
-            .field("issuer", &self.issuer)
-            .field("client_id", &self.client_id)
-            .field(
-                "client_secret",
-                &self.client_secret.as_ref().map(|_| "<redacted>"),
-            )
-            .field("scopes", &self.scopes)
-            .finish()
-    }
 }
 
 /// What can go wrong talking to the IdP, classified once for the HTTP answer.
@@ -238,7 +225,9 @@ impl OidcProvider {
         let client = CoreClient::from_provider_metadata(
             metadata,
             ClientId::new(s.client_id.clone()),
-            s.client_secret.clone().map(ClientSecret::new),
+            s.client_secret
+                .as_ref()
+                .map(|secret| ClientSecret::new(secret.expose().clone())),
         )
         .set_redirect_uri(redirect);
         self.current.store(Some(Arc::new(Discovered {

@@ -23,7 +23,7 @@ pub use keys::{KeyError, Purpose, SessionKeys};
 pub use memory::MemoryStore;
 pub use record::{SessionId, SessionRecord, UserKey};
 pub use redis::RedisStore;
-pub use redis_conn::{redact, RedisSettings, RedisTarget};
+pub use redis_conn::{RedisSettings, RedisTarget};
 pub use store::{
     Created, Invalidation, Invalidations, Lock, SessionStore, StoreError, StoreSettings,
     HANDOVER_TTL,

@@ -219,7 +219,13 @@ impl Drop for Wiped {
 
 impl fmt::Debug for SessionRecord {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let hidden = |t: &Option<String>| if t.is_some() { "<hidden>" } else { "<none>" };
+        let hidden = |t: &Option<String>| {
+            if t.is_some() {
+                crate::secret::REDACTED
+            } else {
+                "<none>"
+            }
+        };
         f.debug_struct("SessionRecord")
             .field("sid", &self.sid)
             .field("provider", &self.provider)
@@ -493,7 +499,7 @@ pub(crate) mod tests {
         for t in [&r.id_token, &r.access_token, &r.refresh_token] {
             assert!(!shown.contains(t.as_deref().unwrap()));
         }
-        assert!(shown.contains("<hidden>"));
+        assert!(shown.contains(crate::secret::REDACTED));
         assert!(!shown.contains(&r.sid.to_text()));
     }
 }

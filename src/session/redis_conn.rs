@@ -8,6 +8,7 @@
 //! "not ready") while Redis is down, and recovers without a restart.
 
 use super::store::StoreError;
+use crate::secret::{redact_url as redact, REDACTED};
 use ::redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use ::redis::cluster::{ClusterClient, ClusterConfig};
 use ::redis::cluster_async::ClusterConnection;
@@ -21,8 +22,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Where the sessions are (SPEC §3 `session.redis`).
-#[derive(Clone, PartialEq, Eq)]
+/// Where the sessions are (SPEC §3 `session.redis`). `Debug` shows no password.
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub enum RedisTarget {
     /// `redis://[user:pass@]host:port/db` or `rediss://…` for TLS.
     Url(String),
@@ -61,27 +62,15 @@ impl fmt::Debug for RedisTarget {
                 .field("urls", &urls.iter().map(|u| redact(u)).collect::<Vec<_>>())
                 .field("db", db)
                 .field("username", username)
-                .field("password", &password.as_ref().map(|_| "<hidden>"))
+                .field("password", &password.as_ref().map(|_| REDACTED))
                 .field("tls", tls)
                 .finish(),
         }
     }
 }
 
-/// A URL with any password replaced, for logs and `Debug`.
-pub fn redact(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("<hidden>"));
-            u.to_string()
-        }
-        Ok(u) => u.to_string(),
-        Err(_) => "<unparsable url>".into(),
-    }
-}
-
 /// How to reach Redis and how long to wait for it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct RedisSettings {
     pub target: RedisTarget,
     /// Prepended to every key and to the invalidation channel (`session.redis.key_prefix`).
@@ -404,6 +393,10 @@ mod tests {
         let t = RedisTarget::Url("redis://user:s3cret@host:6379/0".into());
         let shown = format!("{t:?}");
         assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("host:6379"), "{shown}");
+        let t = RedisTarget::Cluster(vec!["redis://:pw0@c1:7000".into()]);
+        let shown = format!("{t:#?}");
+        assert!(!shown.contains("pw0"), "{shown}");
         let t = RedisTarget::Sentinel {
             master: "m".into(),
             urls: vec!["redis://:pw1@s1:26379".into()],
@@ -412,9 +405,12 @@ mod tests {
             password: Some("pw2".into()),
             tls: false,
         };
-        let shown = format!("{t:?}");
-        assert!(!shown.contains("pw1") && !shown.contains("pw2"), "{shown}");
-        assert_eq!(redact("not a url"), "<unparsable url>");
+        let mut settings = RedisSettings::new(t);
+        settings.key_prefix = "pfx:".into();
+        for shown in [format!("{settings:?}"), format!("{settings:#?}")] {
+            assert!(!shown.contains("pw1") && !shown.contains("pw2"), "{shown}");
+            assert!(shown.contains("pfx:"), "{shown}");
+        }
     }
 
     #[test]

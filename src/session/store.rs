@@ -26,7 +26,7 @@ use tokio::sync::broadcast;
 pub const HANDOVER_TTL: Duration = Duration::from_secs(30);
 
 /// What the store enforces.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct StoreSettings {
     /// Absolute lifetime of a session from its creation.
     pub lifetime: Duration,
