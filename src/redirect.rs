@@ -86,7 +86,9 @@ impl RedirectPolicy {
         let entry = entry.trim().to_ascii_lowercase();
         let (name, port) = match entry.rsplit_once(':') {
             Some((name, "*")) => (name, PortRule::Any),
-            Some((name, digits)) if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) => {
+            Some((name, digits))
+                if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) =>
+            {
                 let port = digits
                     .parse::<u16>()
                     .ok()
@@ -225,7 +227,15 @@ mod tests {
         q.allow_domain("app.test").unwrap();
         assert!(q.check("http://app.test:9000/", &here).is_none());
         assert!(q.check("http://app.test/", &here).is_some());
-        for bad in ["", ":8443", "a b", "host:0", "host:99999", "host:x", "*.example.com"] {
+        for bad in [
+            "",
+            ":8443",
+            "a b",
+            "host:0",
+            "host:99999",
+            "host:x",
+            "*.example.com",
+        ] {
             assert!(
                 RedirectPolicy::default().allow_domain(bad).is_err(),
                 "{bad:?}"

@@ -647,7 +647,10 @@ mod tests {
             Ok("app.test:8443".into())
         );
         assert_eq!(
-            h(&[("x-forwarded-host", "app.test:8443, inner:80"), ("x-forwarded-port", "1")]),
+            h(&[
+                ("x-forwarded-host", "app.test:8443, inner:80"),
+                ("x-forwarded-port", "1")
+            ]),
             Ok("app.test:8443".into())
         );
         assert_eq!(
