@@ -106,11 +106,12 @@ pub struct Decided {
 /// Decides a request: routes it, authenticates it, applies CSRF and the route's policy.
 /// Counts the decision and writes the `access_denied` audit event for refusals.
 ///
-/// When a lenient server (case-insensitive, or dropping trailing dots) would read the path as
-/// falling under another route than the one it matches exactly, the request must pass that
-/// route's rules too: the stricter of the two answers is given (see [`route`]).
+/// When the app may read the request as falling under another route — a lenient server
+/// (case-insensitive, dropping trailing dots ...) reading the path, or the app going by a
+/// trusted proxy's `X-Forwarded-Host` rather than `Host` — the request must pass that route's
+/// rules too: the stricter answer is given (see [`route`]).
 pub async fn decide(rt: &Runtime, view: &RequestView, presented: &Presented<'_>) -> Decided {
-    let (route, lenient) = match route(rt, view) {
+    let routed = match route(rt, view) {
         Ok(found) => found,
         Err(denied) => {
             return Decided {
@@ -119,8 +120,11 @@ pub async fn decide(rt: &Runtime, view: &RequestView, presented: &Presented<'_>)
             }
         }
     };
-    let mut decided = decide_on(rt, route, view, presented).await;
-    if let (Some(other), Decision::Forward { .. }) = (lenient, &decided.decision) {
+    let mut decided = decide_on(rt, routed.route, view, presented).await;
+    for other in routed.also.into_iter().flatten() {
+        if !matches!(decided.decision, Decision::Forward { .. }) {
+            break;
+        }
         let second = decide_on(rt, other, view, presented).await;
         if !matches!(second.decision, Decision::Forward { .. }) {
             decided = Decided {
@@ -176,13 +180,18 @@ async fn decide_on(
     }
 }
 
-/// The route for a request, and a second route when a lenient server would read the path as
-/// falling under another one ([`crate::routes::RouteTable::find_lenient`]); or the answer
-/// when there is no route.
-pub fn route(
-    rt: &Runtime,
-    req: &RequestView,
-) -> Result<(Arc<Route>, Option<Arc<Route>>), Decision> {
+/// The route a request matches, and the other routes its app may see it under.
+pub struct Routed {
+    pub route: Arc<Route>,
+    /// The route a lenient server's reading of the path falls under
+    /// ([`crate::routes::RouteTable::find_lenient`]), and the route of the host in a trusted
+    /// proxy's `X-Forwarded-Host`; each only when it is another route.
+    pub also: [Option<Arc<Route>>; 2],
+}
+
+/// The route for a request and the other routes its app may see it under ([`Routed`]), or the
+/// answer when there is no route.
+pub fn route(rt: &Runtime, req: &RequestView) -> Result<Routed, Decision> {
     let path = crate::path::without_params(&req.path);
     let Some(route) = rt.routes.find(&req.host, &path) else {
         return Err(Decision::Deny {
@@ -190,8 +199,29 @@ pub fn route(
             route: None,
         });
     };
-    let lenient = rt.routes.find_lenient(&req.host, &path, Some(route));
-    Ok((Arc::clone(route), lenient.cloned()))
+    let lenient = rt
+        .routes
+        .find_lenient(&req.host, &path, Some(route))
+        .cloned();
+    let forwarded = match req.forwarded_host.as_deref() {
+        None => None,
+        Some(host) => match rt.routes.find(host, &path) {
+            // The app may serve a host Portcullis has no route for: nothing to decide on.
+            None => {
+                return Err(Decision::Deny {
+                    refusal: Refusal::NoRoute,
+                    route: None,
+                })
+            }
+            Some(other) if Arc::ptr_eq(other, route) => None,
+            Some(other) if lenient.as_ref().is_some_and(|l| Arc::ptr_eq(l, other)) => None,
+            Some(other) => Some(Arc::clone(other)),
+        },
+    };
+    Ok(Routed {
+        route: Arc::clone(route),
+        also: [lenient, forwarded],
+    })
 }
 
 /// Finds who sent the request: a Bearer token on `bearer: true` routes, else the session
@@ -408,6 +438,7 @@ mod tests {
             method,
             tls,
             host: crate::request::parse_host(authority).unwrap(),
+            forwarded_host: None,
             authority: authority.to_string(),
             path: "/".into(),
             query: None,

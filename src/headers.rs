@@ -32,10 +32,12 @@ pub const WELL_KNOWN_IDENTITY: &[&str] = &[
 #[derive(Debug, Default)]
 pub struct StripList {
     names: HashSet<HeaderName>,
+    /// `headers.underscores_in_headers`: keep other headers whose names hold `_`.
+    keep_underscored: bool,
 }
 
 impl StripList {
-    pub fn new(configured: impl IntoIterator<Item = HeaderName>) -> Self {
+    pub fn new(configured: impl IntoIterator<Item = HeaderName>, keep_underscored: bool) -> Self {
         let mut names: HashSet<HeaderName> = configured.into_iter().collect();
         names.insert(HeaderName::from_static(ASSERTION_HEADER));
         names.extend(
@@ -43,12 +45,18 @@ impl StripList {
                 .iter()
                 .map(|n| HeaderName::from_static(n)),
         );
-        StripList { names }
+        StripList {
+            names,
+            keep_underscored,
+        }
     }
 
-    /// Whether an incoming header of this name must go. `X_Auth_Request_User` counts as
-    /// `X-Auth-Request-User`, because CGI-style frameworks read both as the same variable;
-    /// anything in Portcullis' own `X-Portcullis-` namespace goes too.
+    /// Whether an incoming header of this name must go. Any name with `_` goes (as nginx
+    /// ignores them by default): CGI-style servers turn `-` and `_` into the same variable, so
+    /// `X_Forwarded_For` may override what Portcullis sets, and gunicorn takes a client's
+    /// `SCRIPT_NAME` header as the script name, moving the path the app routes on. With
+    /// `underscores_in_headers`, only those that name a stripped header go
+    /// (`X_Auth_Request_User`). Anything in Portcullis' own `X-Portcullis-` namespace goes too.
     pub fn matches(&self, name: &HeaderName) -> bool {
         let s = name.as_str();
         if self.names.contains(name)
@@ -58,6 +66,9 @@ impl StripList {
             return true;
         }
         if s.contains('_') {
+            if !self.keep_underscored {
+                return true;
+            }
             let dashed = s.replace('_', "-");
             return HeaderName::from_bytes(dashed.as_bytes())
                 .is_ok_and(|n| self.names.contains(&n));
@@ -139,7 +150,7 @@ mod tests {
 
     #[test]
     fn strips_configured_builtin_and_underscore_variants() {
-        let list = StripList::new([HeaderName::from_static("x-user-id")]);
+        let list = StripList::new([HeaderName::from_static("x-user-id")], true);
         for name in [
             "x-user-id",
             "x-portcullis-assertion",
@@ -161,6 +172,20 @@ mod tests {
                 "{name}"
             );
         }
+        // By default every underscored name goes.
+        let strict = StripList::new([], false);
+        for name in [
+            "script_name",
+            "x_forwarded_for",
+            "x_custom_thing",
+            "path_info",
+        ] {
+            assert!(
+                strict.matches(&HeaderName::from_bytes(name.as_bytes()).unwrap()),
+                "{name}"
+            );
+        }
+        assert!(!strict.matches(&HeaderName::from_static("x-request-id")));
     }
 
     #[test]

@@ -58,20 +58,28 @@ fn main() -> ExitCode {
             let path = config_path(config);
             match portcullis::config::load(&path) {
                 Ok(rt) => {
-                    println!("{}: ok", path.display());
-                    println!("  listeners: {:?}", rt.listeners.plain);
+                    use std::fmt::Write as _;
+                    let mut out = String::new();
+                    // Writing into a String cannot fail.
+                    let _ = writeln!(out, "{}: ok", path.display());
+                    let _ = writeln!(out, "  listeners: {:?}", rt.listeners.plain);
                     if let Some(tls) = &rt.listeners.tls {
-                        println!("  tls: {:?}", tls.addrs);
+                        let _ = writeln!(out, "  tls: {:?}", tls.addrs);
                     }
                     match rt.listeners.admin {
-                        Some(admin) => println!("  admin: {admin}"),
-                        None => println!("  admin: off"),
+                        Some(admin) => {
+                            let _ = writeln!(out, "  admin: {admin}");
+                        }
+                        None => out.push_str("  admin: off\n"),
                     }
-                    println!("  threads: {}", rt.threads);
-                    println!("  routes: {}", rt.routes.routes().len());
+                    let _ = writeln!(out, "  threads: {}", rt.threads);
+                    let _ = writeln!(out, "  routes: {}", rt.routes.routes().len());
                     for r in rt.routes.routes() {
-                        println!("    {} -> {}", r.name, r.upstream.describe());
+                        let _ = writeln!(out, "    {} -> {}", r.name, r.upstream.describe());
                     }
+                    // A closed pipe (`check | head`) is not an error of the config.
+                    let _ =
+                        std::io::Write::write_all(&mut std::io::stdout().lock(), out.as_bytes());
                     ExitCode::SUCCESS
                 }
                 Err(errors) => {

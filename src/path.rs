@@ -205,31 +205,57 @@ pub fn without_params(path: &str) -> std::borrow::Cow<'_, str> {
 }
 
 /// The path as the most lenient servers behind a proxy read it, for matching routes a second
-/// time: percent-escapes decoded (werkzeug/Flask, Express), letters compared without case
-/// (IIS, ASP.NET, Express by default), and each segment without trailing dots, spaces or an
-/// NTFS `::$DATA` stream name (Windows file APIs drop them, so IIS serves `/admin./x` from
-/// `/admin/x`). `path` is normalised and without `;` parameters. Borrowed when the reading
-/// cannot differ from `path`.
+/// time. Each reading any of them applies, all at once:
+///
+/// - percent-escapes decoded (werkzeug/Flask, Express);
+/// - letters compared without case (IIS, ASP.NET, Express by default);
+/// - each segment without trailing dots or spaces, and without an NTFS stream from its first
+///   `:` (`::$DATA`, `:$i30:$INDEX_ALLOCATION`): Windows file APIs drop them, so IIS serves
+///   `/admin./x` from `/admin/x`;
+/// - ASP.NET cookieless segments (`/(S(abc))/admin`) dropped;
+/// - a `*.php` segment followed by more path dropped: PHP front controllers (Symfony,
+///   Laravel) route `/index.php/admin` as `/admin`;
+/// - the last segment without its extension: Rails (`/admin.json`) and older Spring MVC
+///   (`/admin.x`) route a format suffix to the bare path.
+///
+/// `path` is normalised and without `;` parameters. Borrowed when no reading can change it.
 ///
 /// Case folding maps each character through its upper- then lower-case form, so that `ſ`
 /// (long s) meets `s` and the Kelvin sign meets `k`: more equivalences than any one server
 /// applies, which only ever makes the second match stricter.
 pub fn lenient_reading(path: &str) -> std::borrow::Cow<'_, str> {
+    lenient(path, true)
+}
+
+/// A route prefix as [`lenient_reading`] reads request paths, but keeping its last segment's
+/// extension: a prefix names a place, not a resource in some format, and `/api/v1.0` must not
+/// become `/api/v1`.
+pub fn lenient_prefix(prefix: &str) -> std::borrow::Cow<'_, str> {
+    lenient(prefix, false)
+}
+
+fn lenient(path: &str, drop_extension: bool) -> std::borrow::Cow<'_, str> {
     if !may_read_differently(path.as_bytes()) {
         return std::borrow::Cow::Borrowed(path);
     }
     let decoded = percent_decode(path);
+    let segments: Vec<&str> = decoded.split('/').skip(1).collect();
+    // The last named segment (a trailing slash leaves an empty one after it).
+    let last = segments.iter().rposition(|s| !s.is_empty()).unwrap_or(0);
     let mut out = String::with_capacity(decoded.len());
-    for segment in decoded.split('/').skip(1) {
-        let mut segment = segment;
-        loop {
-            let before = segment.len();
-            segment = segment.trim_end_matches(['.', ' ']);
-            if segment.len() >= 7 && segment[segment.len() - 7..].eq_ignore_ascii_case("::$data") {
-                segment = &segment[..segment.len() - 7];
-            }
-            if segment.len() == before {
-                break;
+    for (i, segment) in segments.iter().enumerate() {
+        let is_last = i == last;
+        if is_cookieless(segment) || (!is_last && ends_with_ignore_case(segment, ".php")) {
+            continue;
+        }
+        let mut segment = match segment.find(':') {
+            Some(colon) => &segment[..colon],
+            None => segment,
+        };
+        segment = segment.trim_end_matches(['.', ' ']);
+        if is_last && drop_extension {
+            if let Some(dot) = segment.rfind('.').filter(|&d| d > 0) {
+                segment = segment[..dot].trim_end_matches(['.', ' ']);
             }
         }
         if segment.is_empty() {
@@ -245,13 +271,27 @@ pub fn lenient_reading(path: &str) -> std::borrow::Cow<'_, str> {
 }
 
 /// Whether [`lenient_reading`] could change `path`: an upper-case letter, an escape, a
-/// non-ASCII byte, a colon, or a segment ending in a dot or space.
+/// non-ASCII byte, a colon, a dot, a space or a parenthesis.
 fn may_read_differently(bytes: &[u8]) -> bool {
-    bytes.iter().enumerate().any(|(i, &b)| match b {
-        b'A'..=b'Z' | b'%' | b':' | 0x80..=0xff => true,
-        b'.' | b' ' => matches!(bytes.get(i + 1), None | Some(b'/')),
-        _ => false,
-    })
+    bytes
+        .iter()
+        .any(|&b| matches!(b, b'A'..=b'Z' | b'%' | b':' | b'.' | b' ' | b'(' | 0x80..=0xff))
+}
+
+/// An ASP.NET cookieless session segment, `(S(...))` and its kin.
+fn is_cookieless(segment: &str) -> bool {
+    let b = segment.as_bytes();
+    b.len() >= 5
+        && b[0] == b'('
+        && b[1].is_ascii_alphabetic()
+        && b[2] == b'('
+        && segment.ends_with("))")
+}
+
+/// `s` ends with the ASCII `suffix`, ignoring case (safe on any UTF-8: compares bytes).
+fn ends_with_ignore_case(s: &str, suffix: &str) -> bool {
+    s.len() >= suffix.len()
+        && s.as_bytes()[s.len() - suffix.len()..].eq_ignore_ascii_case(suffix.as_bytes())
 }
 
 /// Every `%XX` decoded; invalid UTF-8 (impossible after [`normalize`]) becomes U+FFFD.
@@ -437,6 +477,8 @@ mod tests {
             ("/admin%20/x", "/admin/x"),
             ("/admin. . /x", "/admin/x"),
             ("/admin::$DATA", "/admin"),
+            ("/admin::$DATA/x", "/admin/x"),
+            ("/admin:$i30:$INDEX_ALLOCATION/x", "/admin/x"),
             ("/admin.::$data./", "/admin/"),
             ("/%61dmin", "/admin"),
             ("/caf%C3%A9", "/café"),
@@ -444,15 +486,59 @@ mod tests {
             ("/%C5%BFettings", "/settings"),
             ("/%E2%84%AAey", "/key"),
             ("/a/.../b", "/a/b"),
-            ("/style.css", "/style.css"),
+            ("/admin.json", "/admin"),
+            ("/ADMIN.json/", "/admin/"),
+            ("/admin.x/y", "/admin.x/y"),
+            ("/index.php/admin", "/admin"),
+            ("/INDEX.PHP/admin/x", "/admin/x"),
+            ("/index.php", "/index"),
+            ("/(S(abc123))/admin", "/admin"),
+            ("/(A(x))/(S(y))/admin", "/admin"),
+            ("/style.css", "/style"),
+            ("/.hidden", "/.hidden"),
             ("/", "/"),
         ] {
             assert_eq!(lenient_reading(given), want, "{given}");
         }
         assert!(matches!(
-            lenient_reading("/plain/path.css"),
+            lenient_reading("/plain/path"),
             std::borrow::Cow::Borrowed(_)
         ));
+        assert_eq!(lenient_prefix("/api/V1.0"), "/api/v1.0");
+        assert_eq!(lenient_prefix("/Admin."), "/admin");
+    }
+
+    /// Never a panic, whatever the characters (slicing must stay on character boundaries).
+    #[test]
+    fn lenient_reading_of_any_text() {
+        for path in [
+            "/wiki/%E6%97%A5%E6%9C%AC%E8%AA%9E",
+            "/%D0%BD%D0%BE%D0%B2%D0%BE%D1%81%D1%82%D0%B8",
+            "/\u{4e2d}\u{6587}\u{9875}\u{9762}",
+            "/blog/\u{395}\u{3bb}\u{3bb}\u{3b7}\u{3bd}\u{3b9}\u{3ba}\u{3ac}",
+            "/stra\u{df}e-1234",
+            "/\u{65e5}.\u{672c}",
+            "/\u{65e5}:\u{672c}",
+            "/(\u{65e5}(x))",
+            "/x.\u{672c}\u{672c}\u{672c}\u{672c}",
+            "/\u{672c}\u{672c}\u{672c}.php/x",
+        ] {
+            let _ = lenient_reading(path);
+        }
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let alphabet: Vec<char> = "aA.:/ %()phP$\u{e9}\u{65e5}\u{17f}\u{212a}\u{130}"
+            .chars()
+            .collect();
+        for _ in 0..20_000 {
+            let mut p = String::from("/");
+            for _ in 0..(state % 12) {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                p.push(alphabet[(state % alphabet.len() as u64) as usize]);
+            }
+            let _ = lenient_reading(&p);
+        }
     }
 
     #[test]

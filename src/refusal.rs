@@ -15,6 +15,8 @@ pub enum Refusal {
     AmbiguousFraming,
     /// HTTP/1.1 without exactly one `Host`.
     HostCount,
+    /// A `Content-Length` that is not one plain number.
+    BadContentLength,
     NoRoute,
     /// A route without `upstream` answers forward-auth checks only.
     ForwardAuthOnly,
@@ -48,6 +50,7 @@ impl Refusal {
             Refusal::Malformed(_)
             | Refusal::AmbiguousFraming
             | Refusal::HostCount
+            | Refusal::BadContentLength
             | Refusal::BadOriginal(_) => StatusCode::BAD_REQUEST,
             Refusal::TargetTooLong => StatusCode::URI_TOO_LONG,
             Refusal::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -73,6 +76,7 @@ impl Refusal {
             Refusal::HeadersTooLarge => "request headers too large",
             Refusal::AmbiguousFraming => "both Content-Length and Transfer-Encoding",
             Refusal::HostCount => "exactly one Host header is required",
+            Refusal::BadContentLength => "Content-Length must be one number",
             Refusal::NoRoute => "no route for this host and path",
             Refusal::ForwardAuthOnly => "this address only answers forward-auth checks",
             Refusal::LoginNotConfigured => "login is not configured",

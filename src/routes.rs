@@ -27,7 +27,7 @@ pub struct Route {
     pub name: Arc<str>,
     pub host: HostPattern,
     pub path: String,
-    /// `path` as lenient servers read it ([`crate::path::lenient_reading`]).
+    /// `path` as lenient servers read it ([`crate::path::lenient_prefix`]).
     pub lenient_path: String,
     pub upstream: Upstream,
     pub auth: AuthMode,
@@ -173,7 +173,7 @@ impl RouteTable {
         strict: Option<&Arc<Route>>,
     ) -> Option<&Arc<Route>> {
         let lenient = crate::path::lenient_reading(path);
-        if !self.lenient_prefixes && matches!(lenient, std::borrow::Cow::Borrowed(_)) {
+        if !self.lenient_prefixes && lenient == path {
             return None;
         }
         let covering = |list: &PathList| -> Vec<&Arc<Route>> {

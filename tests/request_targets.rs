@@ -80,7 +80,12 @@ struct World {
 }
 
 impl World {
+    /// A world whose proxy trusts 127.0.0.1 (so forward-auth checks are accepted).
     fn start(extra_server: &str) -> World {
+        World::with_trusted(extra_server, "[127.0.0.1/32]")
+    }
+
+    fn with_trusted(extra_server: &str, trusted: &str) -> World {
         let setup = Setup::new();
         let base = format!("http://127.0.0.1:{}", setup.http);
         let idp = Idp::start(IdpConfig::default().client(IdpClient::new(
@@ -113,7 +118,7 @@ impl World {
             up.url()
         ));
         let yaml = format!(
-            "server:\n  listen: [\"127.0.0.1:@HTTP@\"]\n  threads: 1\n  public_url: {base}\n  trusted_proxies: [127.0.0.1/32]\n{extra_server}\
+            "server:\n  listen: [\"127.0.0.1:@HTTP@\"]\n  threads: 1\n  public_url: {base}\n  trusted_proxies: {trusted}\n{extra_server}\
              admin:\n  listen: 127.0.0.1:@ADMIN@\n\
              session:\n  secrets: [\"{SECRET}\"]\n  cookie: {{ secure: false }}\n\
              providers:\n  - id: test\n    type: oidc\n    issuer: {issuer}\n    client_id: portcullis\n    client_secret: portcullis-secret\n    scopes: [openid, email, profile, groups]\n\
@@ -337,6 +342,191 @@ async fn paths_a_lenient_app_reads_differently_meet_the_stricter_route() {
 }
 
 #[tokio::test]
+async fn formats_front_controllers_streams_and_cookieless_segments_meet_the_route() {
+    let w = World::start("");
+    w.pc.ready().await;
+    let bob = w.session_of("bob").await; // staff, not admins
+    for path in [
+        "/admin.json",
+        "/ADMIN.JSON",
+        "/admin.json/",
+        "/index.php/admin",
+        "/index.php/admin/x",
+        "/(S(abc))/admin",
+        "/admin:$i30:$INDEX_ALLOCATION/x",
+        "/admin::$INDEX_ALLOCATION/x",
+    ] {
+        let before = w.up.count();
+        assert_eq!(
+            w.get(path.as_bytes(), None).await,
+            Some(401),
+            "anonymous {path}"
+        );
+        assert_eq!(
+            w.get(path.as_bytes(), Some(&bob)).await,
+            Some(403),
+            "bob {path}"
+        );
+        assert_eq!(w.up.count(), before, "{path} reached the app");
+    }
+    // Ordinary files and non-Latin paths are served (and never crash anything).
+    for (path, sent) in [
+        ("/public/app.js", "/public/app.js"),
+        (
+            "/wiki/%E6%97%A5%E6%9C%AC%E8%AA%9E",
+            "/wiki/%E6%97%A5%E6%9C%AC%E8%AA%9E",
+        ),
+        (
+            "/\u{43d}\u{43e}\u{432}\u{43e}\u{441}\u{442}\u{438}",
+            "/%D0%BD%D0%BE%D0%B2%D0%BE%D1%81%D1%82%D0%B8",
+        ),
+        ("/blog/stra\u{df}e-1234", "/blog/stra%C3%9Fe-1234"),
+    ] {
+        let before = w.up.count();
+        assert_eq!(w.get(path.as_bytes(), None).await, Some(200), "{path}");
+        assert_eq!(
+            received_since(&w.up, before)
+                .expect("forwarded")
+                .target_str(),
+            sent
+        );
+    }
+}
+
+#[tokio::test]
+async fn headers_an_app_server_reads_as_its_own_variables_never_reach_it() {
+    // The client is no trusted proxy here.
+    let w = World::with_trusted("", "[]");
+    w.pc.ready().await;
+    let before = w.up.count();
+    let r = raw(
+        w.pc.http_port(),
+        b"GET /public/admin HTTP/1.1\r\nHost: app.test\r\nSCRIPT_NAME: /public\r\nscript_name: /public\r\nPATH_INFO: /admin\r\nX_Forwarded_For: 10.9.9.9\r\nX-Real_IP: 10.9.9.9\r\nX_Original_URL: /admin\r\nX-Script-Name: /public\r\nX-Client-IP: 10.9.9.9\r\nTrue-Client-IP: 10.9.9.9\r\nX-Forwarded-Uri: /admin\r\nX-Original-Path: /admin\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .expect("an answer");
+    assert_eq!(r.status, 200);
+    let seen = received_since(&w.up, before).expect("forwarded");
+    for line in &seen.header_lines {
+        let name = String::from_utf8_lossy(line);
+        let name = name
+            .split(':')
+            .next()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        assert!(!name.contains('_'), "{name} reached the app");
+        assert!(
+            ![
+                "x-script-name",
+                "x-client-ip",
+                "true-client-ip",
+                "x-forwarded-uri",
+                "x-original-path",
+                "x-original-url"
+            ]
+            .contains(&name.as_str()),
+            "{name} reached the app"
+        );
+    }
+    assert_eq!(seen.header("x-real-ip").as_deref(), Some("127.0.0.1"));
+    assert_eq!(seen.header("x-forwarded-for").as_deref(), Some("127.0.0.1"));
+}
+
+#[tokio::test]
+async fn methods_content_lengths_and_hosts_that_servers_read_differently_are_refused() {
+    let w = World::start("");
+    w.pc.ready().await;
+    for req in [
+        &b"delete /public/x HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n"[..],
+        b"Delete /public/x HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n",
+        b"POST /public/x HTTP/1.1\r\nHost: app.test\r\nContent-Length: 5, 5\r\nConnection: close\r\n\r\nhello",
+        b"POST /public/x HTTP/1.1\r\nHost: app.test\r\nContent-Length: 05\r\nConnection: close\r\n\r\nhello",
+        b"GET /public/x HTTP/1.0\r\n\r\n",
+    ] {
+        let before = w.up.count();
+        let r = raw_or_closed(w.pc.http_port(), req).await;
+        let shown = String::from_utf8_lossy(req);
+        if let Answer::Response(r) = r {
+            assert_eq!(r.status, 400, "{shown}");
+        }
+        assert_eq!(w.up.count(), before, "{shown} reached the app");
+    }
+}
+
+/// A trusted front proxy may keep `Host` internal and name the public host in
+/// `X-Forwarded-Host`; the app may go by either (Rails prefers `X-Forwarded-Host`, Django
+/// `Host`), so the request must pass the routes of both.
+#[tokio::test]
+async fn a_trusted_proxys_forwarded_host_must_pass_its_own_route_too() {
+    let w = World::start("");
+    w.pc.ready().await;
+    let bob = w.session_of("bob").await; // staff, not admins
+    let alice = w.session_of("alice").await; // admins
+                                             // 127.0.0.1 is a trusted proxy in this world; secret.test is admins-only, app.test's
+                                             // /public is open to all.
+    let forged = |cookie: Option<String>| {
+        let mut h = vec![("x-forwarded-host".to_string(), "secret.test".to_string())];
+        if let Some(c) = cookie {
+            h.push(("cookie".into(), c));
+        }
+        h
+    };
+    for (who, cookie, want) in [
+        ("anonymous", None, 401),
+        ("bob", Some(bob.clone()), 403),
+        ("alice", Some(alice.clone()), 200),
+    ] {
+        let before = w.up.count();
+        let headers = forged(cookie);
+        let headers: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        let r = support::raw_get(w.pc.http_port(), "app.test", "/public/x", &headers).await;
+        assert_eq!(r.status, want, "{who}: {}", r.text());
+        let seen = received_since(&w.up, before);
+        assert_eq!(seen.is_some(), want == 200, "{who}");
+        if let Some(seen) = seen {
+            assert_eq!(
+                seen.header("x-forwarded-host").as_deref(),
+                Some("secret.test")
+            );
+        }
+    }
+    // A host with no route at all: nothing to decide on.
+    let r = support::raw_get(
+        w.pc.http_port(),
+        "app.test",
+        "/public/x",
+        &[("x-forwarded-host", "unknown.test")],
+    )
+    .await;
+    assert_eq!(
+        r.status,
+        200,
+        "host-less routes serve any host: {}",
+        r.text()
+    );
+    // The same host with the port the client used is the same route: the public origin.
+    let before = w.up.count();
+    let r = support::raw_get(
+        w.pc.http_port(),
+        "app.test",
+        "/public/x",
+        &[("x-forwarded-host", "app.test:8443")],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        received_since(&w.up, before)
+            .expect("forwarded")
+            .header("x-forwarded-host")
+            .as_deref(),
+        Some("app.test:8443")
+    );
+}
+
+#[tokio::test]
 async fn our_cookies_never_reach_the_app_whatever_else_the_header_holds() {
     let w = World::start("");
     w.pc.ready().await;
@@ -353,6 +543,11 @@ async fn our_cookies_never_reach_the_app_whatever_else_the_header_holds() {
         bob.clone().into_bytes(),
         format!("  {bob} ;x=1").into_bytes(),
         format!("__Host-_portcullis={value}; _portcullis_login_abc=zz; keep=1").into_bytes(),
+        // Names led or followed by Unicode spaces: another name to a browser's prefix rules,
+        // never a session here, and never passed on either.
+        format!("\u{a0}_portcullis={value}; keep=1").into_bytes(),
+        format!("_portcullis\u{2000}={value}; keep=1").into_bytes(),
+        format!("\u{3000}__Host-_portcullis={value}; keep=1").into_bytes(),
     ];
     for header in headers {
         for target in [&b"/public/x"[..], b"/staff/x"] {
@@ -364,6 +559,15 @@ async fn our_cookies_never_reach_the_app_whatever_else_the_header_holds() {
             req.extend_from_slice(b"\r\nConnection: close\r\n\r\n");
             let r = raw(w.pc.http_port(), &req).await.expect("an answer");
             let shown = String::from_utf8_lossy(&header);
+            let unicode_spaced = ['\u{a0}', '\u{2000}', '\u{3000}']
+                .iter()
+                .any(|c| shown.contains(*c));
+            if target == b"/staff/x" && unicode_spaced {
+                assert_eq!(
+                    r.status, 401,
+                    "{shown}: a name with Unicode spaces is no session"
+                );
+            }
             let Some(seen) = received_since(&w.up, before) else {
                 // Only a staff page may be refused (a cookie under another name is no
                 // session here); a public page never.
@@ -702,6 +906,38 @@ fn readings(path: &str) -> Vec<(&'static str, String, bool)> {
             })
             .collect();
         out.push(("iis", resolve(&segments.join("/")), true));
+        // Rails, older Spring MVC: a format suffix on the last segment routes to the bare path.
+        let named: Vec<&str> = decoded.split('/').filter(|s| !s.is_empty()).collect();
+        if let Some((last, before)) = named.split_last() {
+            if let Some(dot) = last.rfind('.').filter(|&d| d > 0) {
+                let mut p = before.to_vec();
+                p.push(&last[..dot]);
+                out.push(("rails", resolve(&format!("/{}", p.join("/"))), false));
+            }
+        }
+        // PHP front controllers: `/index.php/admin` is `/admin`.
+        if let Some(i) = named
+            .iter()
+            .position(|s| s.to_ascii_lowercase().ends_with(".php"))
+            .filter(|&i| i + 1 < named.len())
+        {
+            out.push((
+                "php",
+                resolve(&format!("/{}", named[i + 1..].join("/"))),
+                false,
+            ));
+        }
+        // ASP.NET cookieless sessions: `/(S(x))/admin` is `/admin`.
+        let cookieless: Vec<&str> = named
+            .iter()
+            .copied()
+            .filter(|s| !(s.starts_with('(') && s.ends_with("))")))
+            .collect();
+        out.push((
+            "aspnet",
+            resolve(&format!("/{}", cookieless.join("/"))),
+            true,
+        ));
     }
     out
 }

@@ -82,7 +82,10 @@ pub fn compile(file: schema::File, source: &Path) -> Result<Runtime, Problems> {
 
     let logging = logging(&file.logging, base, &mut p);
     let identity_headers = identity_headers(&file.headers.identity, &mut p);
-    let strip = StripList::new(identity_headers.iter().map(|(n, _)| n.clone()));
+    let strip = StripList::new(
+        identity_headers.iter().map(|(n, _)| n.clone()),
+        file.headers.underscores_in_headers,
+    );
     let global = &file.headers.security;
     let mut own = merge_security(&[global, &schema::Headers::default().security]);
     own.content_security_policy = Some(Some(OWN_PAGE_CSP.into()));
@@ -595,7 +598,7 @@ fn routes(
             metrics,
             name,
             host,
-            lenient_path: crate::path::lenient_reading(&path).into_owned(),
+            lenient_path: crate::path::lenient_prefix(&path).into_owned(),
             path,
             upstream,
             auth,

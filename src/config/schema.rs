@@ -127,6 +127,8 @@ pub struct Headers {
     pub identity: BTreeMap<String, String>,
     pub security: SecurityHeaders,
     pub remove_response: Vec<String>,
+    /// Keep client headers whose names hold `_` (default: removed, as nginx does).
+    pub underscores_in_headers: bool,
 }
 
 impl Default for Headers {
@@ -143,6 +145,7 @@ impl Default for Headers {
             identity,
             security: SecurityHeaders::defaults(),
             remove_response: vec!["Server".into(), "X-Powered-By".into()],
+            underscores_in_headers: false,
         }
     }
 }

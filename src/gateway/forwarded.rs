@@ -14,13 +14,38 @@ pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-p
 pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 pub const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
-/// Headers that tell the app about the client or the address it used; dropped unless a
-/// trusted proxy sent them.
-const UNTRUSTED_DROP: [HeaderName; 4] = [
+/// Headers that tell the app about the client, the address, scheme or path prefix it used:
+/// dropped unless a trusted proxy sent them. Frameworks and libraries read each of these (the
+/// Flask "ReverseProxied" recipe reads `X-Script-Name`, npm `request-ip` prefers
+/// `X-Client-IP` to `X-Forwarded-For`, ...).
+const UNTRUSTED_DROP: [HeaderName; 27] = [
     http::header::FORWARDED,
+    HeaderName::from_static("x-forwarded"),
     HeaderName::from_static("x-forwarded-port"),
     HeaderName::from_static("x-forwarded-prefix"),
     HeaderName::from_static("x-forwarded-server"),
+    HeaderName::from_static("x-forwarded-path"),
+    HeaderName::from_static("x-forwarded-uri"),
+    HeaderName::from_static("x-forwarded-method"),
+    HeaderName::from_static("x-forwarded-ssl"),
+    HeaderName::from_static("x-forwarded-scheme"),
+    HeaderName::from_static("x-script-name"),
+    HeaderName::from_static("x-original-path"),
+    HeaderName::from_static("x-original-host"),
+    HeaderName::from_static("x-host"),
+    HeaderName::from_static("x-http-host-override"),
+    HeaderName::from_static("front-end-https"),
+    HeaderName::from_static("x-url-scheme"),
+    HeaderName::from_static("x-scheme"),
+    HeaderName::from_static("x-client-ip"),
+    HeaderName::from_static("client-ip"),
+    HeaderName::from_static("true-client-ip"),
+    HeaderName::from_static("cf-connecting-ip"),
+    HeaderName::from_static("fastly-client-ip"),
+    HeaderName::from_static("x-cluster-client-ip"),
+    HeaderName::from_static("x-proxyuser-ip"),
+    HeaderName::from_static("x-originating-ip"),
+    HeaderName::from_static("x-remote-addr"),
 ];
 
 /// Headers that make frameworks serve another path or method than the request line names

@@ -73,6 +73,9 @@ pub(super) fn request(
             .is_some_and(|h1| request::head_names_content_length(&h1.get_headers_raw_bytes()))
     };
     request::check_shape(req.version, &req.headers, req.raw_path().len(), raw_head)?;
+    if req.method.as_str().bytes().any(|b| b.is_ascii_lowercase()) {
+        return Err(Refusal::Malformed(BadRequest::Method));
+    }
     let target = Target::parse(req.raw_path()).map_err(Refusal::Malformed)?;
     // HTTP/1.1 absolute-form, or the authority Pingora took from an HTTP/2 request.
     let authority = target
@@ -103,15 +106,22 @@ pub(super) fn request(
     )
     .map_err(Refusal::Malformed)?;
     let own = ctx.host_header.as_deref().unwrap_or_default();
-    let authority = if ctx.peer_trusted {
-        public_authority(&session.req_header().headers, own).map_err(Refusal::Malformed)?
+    // A forward-auth check's own X-Forwarded-Host describes the original request, not this one.
+    let checking = envoy.is_some() || path == "/.portcullis/auth";
+    let (authority, forwarded_host) = if ctx.peer_trusted && !checking {
+        let public =
+            public_authority(&session.req_header().headers, own).map_err(Refusal::Malformed)?;
+        let named = request::parse_host(&public).map_err(Refusal::Malformed)?;
+        let other = (named != host && !own.is_empty()).then_some(named);
+        (public, other)
     } else {
-        own.to_string()
+        (own.to_string(), None)
     };
     let view = RequestView {
         method,
         tls: ctx.tls,
         host,
+        forwarded_host,
         authority,
         path,
         query,
@@ -123,7 +133,7 @@ pub(super) fn request(
 }
 
 /// The host a request is routed on: the target's authority (absolute-form) or `Host`; both
-/// must agree when both are given. Empty when neither is (HTTP/1.0).
+/// must agree when both are given; one of them is required (even of HTTP/1.0).
 fn routed_host(
     authority: Option<&str>,
     host_header: Option<&http::HeaderValue>,
@@ -141,7 +151,7 @@ fn routed_host(
         }
         (Some(authority), None) => request::parse_host(authority),
         (None, Some(h)) => request::parse_host(h),
-        (None, None) => Ok(String::new()),
+        (None, None) => Err(BadRequest::NoHost),
     }
 }
 
@@ -340,6 +350,19 @@ fn original_parts(
     auth_view: &RequestView,
     envoy: Option<&str>,
 ) -> Result<(RequestView, String), &'static str> {
+    // A front proxy that appends instead of replacing puts the client's copy first.
+    for name in [
+        &X_ORIGINAL_URL,
+        &X_ORIGINAL_METHOD,
+        &X_FORWARDED_URI,
+        &X_FORWARDED_METHOD,
+        &X_FORWARDED_HOST,
+        &X_FORWARDED_PROTO,
+    ] {
+        if headers.get_all(name).iter().nth(1).is_some() {
+            return Err("a header describing the original request appears more than once (the front proxy must replace it, not append)");
+        }
+    }
     let h = |name: &HeaderName| {
         header_str(headers, name)
             .map(str::trim)
@@ -439,6 +462,7 @@ fn original_parts(
         method,
         tls: scheme == "https",
         host,
+        forwarded_host: None,
         authority: authority.to_string(),
         path,
         query,
@@ -476,6 +500,7 @@ mod tests {
             method: http::Method::GET,
             tls: false,
             host: "auth.internal".into(),
+            forwarded_host: None,
             authority: "auth.internal:4180".into(),
             path: "/.portcullis/auth".into(),
             query: None,
@@ -586,6 +611,20 @@ mod tests {
                 ("x-original-url", "http://app.test/"),
                 ("x-forwarded-uri", "/admin"),
             ],
+            &[
+                ("x-original-url", "http://app.test/public"),
+                ("x-original-url", "http://app.test/admin"),
+            ],
+            &[
+                ("x-forwarded-host", "app.test"),
+                ("x-forwarded-host", "admin.test"),
+                ("x-forwarded-uri", "/x"),
+            ],
+            &[
+                ("x-forwarded-host", "app.test"),
+                ("x-forwarded-uri", "/public"),
+                ("x-forwarded-uri", "/admin"),
+            ],
         ] {
             let got = read(pairs);
             assert!(
@@ -654,8 +693,15 @@ mod tests {
             Ok("app.test:8443".into())
         );
         assert_eq!(
-            h(&[("x-forwarded-host", "[::1]"), ("x-forwarded-port", "8080")]),
+            public_authority(
+                &headers(&[("x-forwarded-host", "[::1]"), ("x-forwarded-port", "8080")]),
+                "[::1]"
+            ),
             Ok("[::1]:8080".into())
+        );
+        assert_eq!(
+            h(&[("x-forwarded-host", "other.test")]),
+            Ok("other.test".into())
         );
         assert_eq!(h(&[("x-forwarded-host", "a b")]), Err(BadRequest::Host));
         assert_eq!(h(&[("x-forwarded-port", "http")]), Err(BadRequest::Host));
@@ -673,7 +719,7 @@ mod tests {
             routed_host(Some("app.test"), Some(&hv("other.test"))),
             Err(BadRequest::HostMismatch)
         );
-        assert_eq!(routed_host(None, None), Ok(String::new()));
+        assert_eq!(routed_host(None, None), Err(BadRequest::NoHost));
         assert_eq!(routed_host(None, Some(&hv("a b"))), Err(BadRequest::Host));
     }
 }

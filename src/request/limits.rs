@@ -32,6 +32,18 @@ pub fn check_shape(
         // Request smuggling: two framings that servers behind us may read differently.
         return Err(Refusal::AmbiguousFraming);
     }
+    // `5, 5` or `05` is accepted by some servers and refused by others: forward only one
+    // plain number.
+    let mut lengths = headers.get_all(http::header::CONTENT_LENGTH).iter();
+    if let Some(first) = lengths.next() {
+        let plain = |v: &[u8]| !v.is_empty() && v.len() <= 19 && v.iter().all(u8::is_ascii_digit);
+        if lengths.next().is_some()
+            || !plain(first.as_bytes())
+            || (first.len() > 1 && first.as_bytes()[0] == b'0')
+        {
+            return Err(Refusal::BadContentLength);
+        }
+    }
     let hosts = headers.get_all(http::header::HOST).iter().count();
     if hosts > 1 || (hosts == 0 && version == http::Version::HTTP_11) {
         return Err(Refusal::HostCount);
@@ -96,6 +108,18 @@ mod tests {
             check_shape(Version::HTTP_10, &HeaderMap::new(), 1, no),
             Ok(())
         );
+        for bad in ["5, 5", "05", "+5", "", "5 "] {
+            let mut cl = h.clone();
+            cl.insert("content-length", HeaderValue::from_str(bad).unwrap());
+            assert_eq!(
+                check_shape(Version::HTTP_11, &cl, 1, no),
+                Err(Refusal::BadContentLength),
+                "{bad:?}"
+            );
+        }
+        let mut ok = h.clone();
+        ok.insert("content-length", HeaderValue::from_static("0"));
+        assert_eq!(check_shape(Version::HTTP_11, &ok, 1, no), Ok(()));
         let mut two = h.clone();
         two.append("host", HeaderValue::from_static("y"));
         assert_eq!(

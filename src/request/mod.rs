@@ -23,7 +23,12 @@ pub struct RequestView {
     pub tls: bool,
     /// Lower-case, without port or trailing dot; empty when the request named no host.
     pub host: String,
-    /// `host[:port]` as the client sent it (the origin check needs the port).
+    /// Another host a trusted front proxy named in `X-Forwarded-Host` (lower-case, no port),
+    /// when it differs from `host`: the app may go by either, so the request must pass the
+    /// routes of both.
+    pub forwarded_host: Option<String>,
+    /// `host[:port]` as the client addressed it: through a trusted front proxy, as it says
+    /// (the origin check and return URLs need the port).
     pub authority: String,
     /// The normalised path (see [`crate::path::normalize`]).
     pub path: String,

@@ -10,6 +10,12 @@ pub enum BadRequest {
     Target,
     Host,
     HostMismatch,
+    /// Neither `Host` nor an absolute-form authority: nothing to route on, and an upstream
+    /// would pick its default site.
+    NoHost,
+    /// A method with lower-case letters: `delete` is not DELETE to the HTTP spec (nor to
+    /// `deny: { methods }`), but it is to werkzeug, Django and ASP.NET.
+    Method,
 }
 
 impl BadRequest {
@@ -21,6 +27,8 @@ impl BadRequest {
             }
             BadRequest::Host => "invalid Host header",
             BadRequest::HostMismatch => "Host header does not match the request target",
+            BadRequest::NoHost => "a Host header is required",
+            BadRequest::Method => "the method must be upper case",
         }
     }
 }

@@ -82,11 +82,19 @@ pub fn cookie_values<'a>(header: &'a str, name: &'a str) -> impl Iterator<Item =
     cookie_pairs(header).filter_map(move |(n, v)| (n == name).then_some(v))
 }
 
-/// Every `name=value` pair of a `Cookie` header, trimmed, quotes around the value removed.
+/// Every `name=value` pair of a `Cookie` header, with spaces and tabs around name and value
+/// removed (only those: a name led by another kind of space, such as U+00A0, is another name,
+/// as browsers see it when they enforce the `__Host-` prefix) and one pair of quotes around
+/// the value.
 pub fn cookie_pairs(header: &str) -> impl Iterator<Item = (&str, &str)> {
     header.split(';').filter_map(|pair| {
         let (n, v) = pair.split_once('=')?;
-        Some((n.trim(), v.trim().trim_matches('"')))
+        let v = v.trim_matches([' ', '\t']);
+        let v = v
+            .strip_prefix('"')
+            .and_then(|v| v.strip_suffix('"'))
+            .unwrap_or(v);
+        Some((n.trim_matches([' ', '\t']), v))
     })
 }
 
@@ -183,8 +191,12 @@ impl CookieSettings {
     }
 
     /// Whether a cookie of this name is one of Portcullis' own: the session cookie under any
-    /// prefix, or a login in progress. `base` is the configured name, without prefix.
+    /// prefix, or a login in progress. `base` is the configured name, without prefix. Names
+    /// are compared after removing any whitespace around them, Unicode's included: an app may
+    /// trim more than Portcullis reads, and such a cookie must not reach it either.
     pub fn is_own_cookie(base: &[u8], name: &[u8]) -> bool {
+        let lossy = String::from_utf8_lossy(name);
+        let name = lossy.trim().as_bytes();
         let name = name
             .strip_prefix(b"__Host-")
             .or_else(|| name.strip_prefix(b"__Secure-"))
@@ -331,6 +343,20 @@ mod tests {
         assert!(SessionCookie::decode(&v, &k, c.expires_at - 1).is_some());
         assert_eq!(SessionCookie::decode(&v, &k, c.expires_at), None);
         assert_eq!(SessionCookie::decode(&v, &k, c.expires_at + 100), None);
+    }
+
+    #[test]
+    fn only_spaces_and_tabs_are_trimmed_from_names() {
+        let h = "\u{a0}_portcullis=a; \t_portcullis\t=\"b\"; _portcullis\u{2000}=c";
+        assert_eq!(cookie_values(h, "_portcullis").collect::<Vec<_>>(), ["b"]);
+        assert!(CookieSettings::is_own_cookie(
+            b"_portcullis",
+            "\u{a0}__Host-_portcullis".as_bytes()
+        ));
+        assert!(CookieSettings::is_own_cookie(
+            b"_portcullis",
+            "_portcullis\u{3000}".as_bytes()
+        ));
     }
 
     #[test]
