@@ -57,6 +57,12 @@ pub mod metrics {
         )
         .expect("metric names are static and registered once")
     });
+    /// Counts a failed session store operation, under the operation's name: the one way
+    /// store errors reach `portcullis_store_errors_total`.
+    pub fn count_store_error(e: &crate::session::StoreError) {
+        STORE_ERRORS.with_label_values(&[e.op()]).inc();
+    }
+
     pub static INVALID_COOKIES: LazyLock<prometheus::IntCounter> = LazyLock::new(|| {
         prometheus::register_int_counter!(
             "portcullis_invalid_session_cookies_total",

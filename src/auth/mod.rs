@@ -229,7 +229,7 @@ impl Auth {
         let record = match self.cache.load(self.store.as_ref(), &sid).await {
             Ok(r) => r,
             Err(e) => {
-                metrics::STORE_ERRORS.with_label_values(&[e.op()]).inc();
+                metrics::count_store_error(&e);
                 return Err(e);
             }
         };
@@ -249,7 +249,7 @@ impl Auth {
             Ok(Some(lock)) => lock,
             Ok(None) => return Some(record),
             Err(e) => {
-                metrics::STORE_ERRORS.with_label_values(&[e.op()]).inc();
+                metrics::count_store_error(&e);
                 return Some(record);
             }
         };
@@ -258,7 +258,7 @@ impl Auth {
         // is down sees one attempt per session every REFRESH_LOCK, not one per request.
         if retry_now {
             if let Err(e) = self.store.unlock(&lock).await {
-                metrics::STORE_ERRORS.with_label_values(&[e.op()]).inc();
+                metrics::count_store_error(&e);
             }
         }
         result
@@ -303,7 +303,7 @@ impl Auth {
                     Ok(true) => {}
                     Ok(false) => return Refreshed::Ended,
                     Err(e) => {
-                        metrics::STORE_ERRORS.with_label_values(&[e.op()]).inc();
+                        metrics::count_store_error(&e);
                     }
                 }
                 // Other replicas hold the old record (and its spent refresh token).

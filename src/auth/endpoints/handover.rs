@@ -24,7 +24,7 @@ pub(super) async fn handover_url(
     payload.extend_from_slice(&record.expires_at.to_be_bytes());
     payload.extend_from_slice(host.as_bytes());
     if let Err(e) = auth.store.put_handover(&code, &payload).await {
-        metrics::STORE_ERRORS.with_label_values(&[e.op()]).inc();
+        metrics::count_store_error(&e);
         return Err(Failure::CannotStore);
     }
     let mut url = rd.clone();
@@ -54,7 +54,7 @@ pub(super) async fn handover(auth: &Auth, req: &EndpointRequest<'_>) -> Answer {
         Ok(Some(p)) => p,
         Ok(None) => return Failure::HandoverUsed.answer(html),
         Err(e) => {
-            metrics::STORE_ERRORS.with_label_values(&[e.op()]).inc();
+            metrics::count_store_error(&e);
             return Failure::SessionsUnavailable.answer(html);
         }
     };

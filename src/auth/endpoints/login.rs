@@ -265,7 +265,7 @@ pub(super) async fn callback(auth: &Auth, req: &EndpointRequest<'_>) -> Answer {
     let created = match auth.store.create(record).await {
         Ok(c) => c,
         Err(e) => {
-            metrics::STORE_ERRORS.with_label_values(&[e.op()]).inc();
+            metrics::count_store_error(&e);
             metrics::LOGINS
                 .with_label_values(&[&login.provider, "error"])
                 .inc();

@@ -16,7 +16,7 @@ pub(super) async fn logout(auth: &Auth, req: &EndpointRequest<'_>) -> Answer {
     let mut idp_logout = None;
     if let Some(record) = &session {
         if let Err(e) = auth.store.delete(&record.sid).await {
-            metrics::STORE_ERRORS.with_label_values(&[e.op()]).inc();
+            metrics::count_store_error(&e);
             return Failure::NotSignedOut.answer(req.wants_html);
         }
         auth.cache.invalidate(&record.sid);
