@@ -3,7 +3,9 @@
 
 mod compile;
 mod compile_auth;
+mod compile_headers;
 mod compile_policy;
+mod compile_route;
 mod error;
 mod expand;
 mod locate;
