@@ -7,6 +7,7 @@
 mod answer;
 mod forwarded;
 mod header_deadline;
+mod original;
 mod peer;
 mod phases;
 mod read;

@@ -2,7 +2,7 @@
 //! what an early return means; each is a few lines calling [`read`], the engine and [`answer`].
 
 use super::answer::{self, Front};
-use super::{forwarded, header_deadline, peer, read, Ctx, Gateway};
+use super::{forwarded, header_deadline, original, peer, read, Ctx, Gateway};
 use crate::answer::Answer;
 use crate::auth::endpoints::{self, EndpointRequest};
 use crate::decision;
@@ -260,7 +260,7 @@ async fn forward_auth(
     envoy: Option<&str>,
 ) -> Result<bool> {
     let req = session.req_header();
-    let front = Front::ForwardAuth(read::dialect(&req.headers, auth_view, envoy.is_some()));
+    let front = Front::ForwardAuth(original::dialect(&req.headers, auth_view, envoy.is_some()));
     if !ctx.peer_trusted {
         telemetry::audit(
             "access_denied",
@@ -273,14 +273,14 @@ async fn forward_auth(
         let answer = answer::refusal(front, &Refusal::UntrustedPeer, auth_view.wants_html);
         return answer::write(session, ctx, answer).await;
     }
-    let (original, url) = match read::original_request(&req.method, &req.headers, auth_view, envoy)
-    {
-        Ok(read) => read,
-        Err(refusal) => {
-            let answer = answer::refusal(front, &refusal, auth_view.wants_html);
-            return answer::write(session, ctx, answer).await;
-        }
-    };
+    let (original, url) =
+        match original::original_request(&req.method, &req.headers, auth_view, envoy) {
+            Ok(read) => read,
+            Err(refusal) => {
+                let answer = answer::refusal(front, &refusal, auth_view.wants_html);
+                return answer::write(session, ctx, answer).await;
+            }
+        };
     let rt = Arc::clone(&ctx.rt);
     let cookies = read::cookie_header(&req.headers);
     let presented = read::presented(&req.headers, cookies.as_deref());

@@ -1,0 +1,394 @@
+//! Forward auth's way in: the original request a check describes, read from `X-Original-*`
+//! (nginx), `X-Forwarded-*` (Traefik, Caddy) or Envoy's path, and which dialect asks.
+
+use super::answer::Dialect;
+use super::read::header_str;
+use crate::refusal::Refusal;
+use crate::request::{self, RequestView, Target};
+use http::{HeaderMap, HeaderName};
+use std::borrow::Cow;
+
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_METHOD: HeaderName = HeaderName::from_static("x-forwarded-method");
+const X_FORWARDED_URI: HeaderName = HeaderName::from_static("x-forwarded-uri");
+const X_ORIGINAL_URL: HeaderName = HeaderName::from_static("x-original-url");
+const X_ORIGINAL_METHOD: HeaderName = HeaderName::from_static("x-original-method");
+
+/// The original target of an Envoy check, read from the raw request target before it is
+/// normalised (normalising `/.portcullis/auth/envoy/../x` would climb out of the prefix).
+pub(super) fn envoy_target(target: &Target<'_>) -> Option<String> {
+    let rest = target.path.strip_prefix("/.portcullis/auth/envoy")?;
+    if !rest.is_empty() && !rest.starts_with('/') {
+        return None;
+    }
+    let mut original = if rest.is_empty() {
+        "/".to_string()
+    } else {
+        rest.to_string()
+    };
+    if let Some(q) = target.query {
+        original.push('?');
+        original.push_str(q);
+    }
+    Some(original)
+}
+
+/// Which front proxy asks, by the way it asks: Envoy by its path, nginx `auth_request` by
+/// `X-Original-URL` (or `?mode=nginx`), anything else speaks Traefik's and Caddy's dialect.
+pub(super) fn dialect(headers: &HeaderMap, auth_view: &RequestView, envoy: bool) -> Dialect {
+    if envoy {
+        return Dialect::Envoy;
+    }
+    let nginx = headers.contains_key(&X_ORIGINAL_URL)
+        || auth_view.query.as_deref().is_some_and(|q| {
+            url::form_urlencoded::parse(q.as_bytes()).any(|(k, v)| k == "mode" && v == "nginx")
+        });
+    if nginx {
+        Dialect::Nginx
+    } else {
+        Dialect::Traefik
+    }
+}
+
+/// The original request a forward-auth check describes, and its URL (the return URL after
+/// login). `auth_view` is the check request itself, `envoy` Envoy's original target; the
+/// headers are believed only because the caller checked that the peer is a trusted proxy.
+pub(super) fn original_request(
+    method: &http::Method,
+    headers: &HeaderMap,
+    auth_view: &RequestView,
+    envoy: Option<&str>,
+) -> Result<(RequestView, String), Refusal> {
+    original_parts(method, headers, auth_view, envoy).map_err(Refusal::BadOriginal)
+}
+
+fn original_parts(
+    method: &http::Method,
+    headers: &HeaderMap,
+    auth_view: &RequestView,
+    envoy: Option<&str>,
+) -> Result<(RequestView, String), &'static str> {
+    // A front proxy that appends instead of replacing puts the client's copy first.
+    for name in [
+        &X_ORIGINAL_URL,
+        &X_ORIGINAL_METHOD,
+        &X_FORWARDED_URI,
+        &X_FORWARDED_METHOD,
+        &X_FORWARDED_HOST,
+        &X_FORWARDED_PROTO,
+    ] {
+        if headers.get_all(name).iter().nth(1).is_some() {
+            return Err("a header describing the original request appears more than once (the front proxy must replace it, not append)");
+        }
+    }
+    let h = |name: &HeaderName| {
+        header_str(headers, name)
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+    };
+    let (method, scheme, authority, target): (&str, &str, &str, Cow<'_, str>) = if let Some(
+        target,
+    ) = envoy
+    {
+        // Envoy keeps the original method and Host, and appends the original target.
+        let scheme = if auth_view.tls { "https" } else { "http" };
+        (
+            method.as_str(),
+            scheme,
+            &auth_view.authority,
+            Cow::Borrowed(target),
+        )
+    } else if h(&X_ORIGINAL_URL).is_some()
+        && (h(&X_FORWARDED_URI).is_some() || h(&X_FORWARDED_METHOD).is_some())
+    {
+        // A front proxy sends one description of the original request. Two mean a client
+        // added one of them (nginx and Traefik pass client headers through): believing
+        // either would let it choose the URL that is checked.
+        return Err("both X-Original-URL and X-Forwarded-Uri/-Method: a front proxy sends only one (strip the other from client requests)");
+    } else if let Some(original_url) = h(&X_ORIGINAL_URL) {
+        // Split by hand, not with a URL parser: the raw target as sent is what
+        // normalisation below must see (a parser re-encodes it), and this runs on every
+        // check.
+        let (scheme, after_scheme) = original_url
+            .split_once("://")
+            .ok_or("X-Original-URL is not an absolute URL")?;
+        let scheme = match scheme {
+            s if s.eq_ignore_ascii_case("https") => "https",
+            s if s.eq_ignore_ascii_case("http") => "http",
+            _ => return Err("X-Original-URL must be an http(s) URL"),
+        };
+        let (authority, target) = match after_scheme.find(['/', '?', '#']) {
+            Some(i) => (&after_scheme[..i], &after_scheme[i..]),
+            None => (after_scheme, "/"),
+        };
+        let target = if target.starts_with(['?', '#']) {
+            Cow::Owned(format!("/{target}"))
+        } else {
+            Cow::Borrowed(target)
+        };
+        (
+            h(&X_ORIGINAL_METHOD).unwrap_or("GET"),
+            scheme,
+            authority,
+            target,
+        )
+    } else {
+        let (Some(host), Some(uri)) = (h(&X_FORWARDED_HOST), h(&X_FORWARDED_URI)) else {
+            return Err(
+                "forward-auth needs X-Forwarded-Host and X-Forwarded-Uri, or X-Original-URL",
+            );
+        };
+        if !uri.starts_with('/') {
+            return Err("X-Forwarded-Uri must start with /");
+        }
+        let scheme = match h(&X_FORWARDED_PROTO) {
+            Some(p) if p.eq_ignore_ascii_case("https") => "https",
+            Some(p) if p.eq_ignore_ascii_case("http") => "http",
+            Some(_) => return Err("X-Forwarded-Proto must be http or https"),
+            None => "http",
+        };
+        (
+            h(&X_FORWARDED_METHOD).unwrap_or("GET"),
+            scheme,
+            host,
+            Cow::Borrowed(uri),
+        )
+    };
+    let method = http::Method::from_bytes(method.to_ascii_uppercase().as_bytes())
+        .map_err(|_| "the original method is not a valid HTTP method")?;
+    if authority.contains(['/', '@', '\\']) {
+        return Err("invalid original host");
+    }
+    let host = request::parse_host(authority).map_err(|_| "invalid original host")?;
+    if target.len() > request::MAX_TARGET_BYTES {
+        return Err("original request target too long");
+    }
+    if target.contains('#') {
+        // nginx routes on the part before `#`; an app may resolve the whole.
+        return Err("the original request target must not carry a fragment (#)");
+    }
+    if resolves_differently(target.split('?').next().unwrap_or_default()) {
+        return Err("the original path has dot segments, encoded dots or empty segments: the app could resolve it differently than Portcullis");
+    }
+    let (path, query) = request::split_target(&target).map_err(|e| e.reason())?;
+    let mut url = format!("{scheme}://{authority}{path}");
+    if let Some(q) = &query {
+        url.push('?');
+        url.push_str(q);
+    }
+    let view = RequestView {
+        method,
+        tls: scheme == "https",
+        host,
+        forwarded_host: None,
+        authority: authority.to_string(),
+        path,
+        query,
+        client_ip: auth_view.client_ip,
+        wants_html: auth_view.wants_html,
+        // `Upgrade` is hop-by-hop and nginx does not pass it to `auth_request`; the
+        // handshake's own headers are end-to-end.
+        websocket: headers
+            .get(http::header::UPGRADE)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
+            || headers.contains_key(http::header::SEC_WEBSOCKET_KEY),
+    };
+    Ok((view, url))
+}
+
+/// Whether a raw path is one the app behind the front proxy may route differently than
+/// Portcullis' normalised form: the front proxy forwards the raw target, and a prefix router in
+/// the app that does not resolve `..` would send `/admin/../public` to its admin handler while
+/// Portcullis decided on `/public`. In proxy mode the app gets the normalised path instead.
+fn resolves_differently(raw_path: &str) -> bool {
+    raw_path.contains("//")
+        || raw_path
+            .as_bytes()
+            .windows(3)
+            .any(|w| w[0] == b'%' && w[1] == b'2' && (w[2] == b'e' || w[2] == b'E'))
+        || raw_path.split('/').any(|seg| seg == "." || seg == "..")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn auth_view() -> RequestView {
+        RequestView {
+            method: http::Method::GET,
+            tls: false,
+            host: "auth.internal".into(),
+            forwarded_host: None,
+            authority: "auth.internal:4180".into(),
+            path: "/.portcullis/auth".into(),
+            query: None,
+            client_ip: Some("203.0.113.7".parse().unwrap()),
+            wants_html: true,
+            websocket: false,
+        }
+    }
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (n, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                http::HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    fn read(pairs: &[(&str, &str)]) -> Result<(RequestView, String), Refusal> {
+        original_request(&http::Method::GET, &headers(pairs), &auth_view(), None)
+    }
+
+    #[test]
+    fn nginx_original_url() {
+        let (v, url) = read(&[
+            ("x-original-url", "HTTPS://App.Example.com:8443/a/%62?x=1"),
+            ("x-original-method", "post"),
+        ])
+        .unwrap();
+        assert_eq!(v.method, http::Method::POST);
+        assert!(v.tls);
+        assert_eq!(v.host, "app.example.com");
+        assert_eq!(v.authority, "App.Example.com:8443");
+        assert_eq!(v.path, "/a/b");
+        assert_eq!(v.query.as_deref(), Some("x=1"));
+        assert_eq!(v.client_ip, auth_view().client_ip);
+        assert!(v.wants_html);
+        assert_eq!(url, "https://App.Example.com:8443/a/b?x=1");
+        let (v, _) = read(&[("x-original-url", "http://app.test?q")]).unwrap();
+        assert_eq!((v.path.as_str(), v.query.as_deref()), ("/", Some("q")));
+        let (v, _) = read(&[("x-original-url", "http://app.test")]).unwrap();
+        assert_eq!(v.path, "/");
+    }
+
+    #[test]
+    fn traefik_forwarded_headers() {
+        let (v, url) = read(&[
+            ("x-forwarded-host", "app.test"),
+            ("x-forwarded-uri", "/x/y?z"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-method", "DELETE"),
+            ("sec-websocket-key", "abc"),
+        ])
+        .unwrap();
+        assert_eq!(v.method, http::Method::DELETE);
+        assert_eq!((v.host.as_str(), v.path.as_str()), ("app.test", "/x/y"));
+        assert!(v.tls && v.websocket);
+        assert_eq!(url, "https://app.test/x/y?z");
+    }
+
+    #[test]
+    fn envoy_keeps_method_and_host() {
+        let mut auth = auth_view();
+        auth.authority = "app.test".into();
+        auth.host = "app.test".into();
+        let (v, url) =
+            original_request(&http::Method::PUT, &HeaderMap::new(), &auth, Some("/p?q")).unwrap();
+        assert_eq!(v.method, http::Method::PUT);
+        assert_eq!((v.host.as_str(), v.path.as_str()), ("app.test", "/p"));
+        assert_eq!(url, "http://app.test/p?q");
+        let t = Target::parse(b"/.portcullis/auth/envoy/a/../b?c").unwrap();
+        assert_eq!(envoy_target(&t).as_deref(), Some("/a/../b?c"));
+        let t = Target::parse(b"/.portcullis/auth/envoyx").unwrap();
+        assert_eq!(envoy_target(&t), None);
+    }
+
+    #[test]
+    fn unusable_descriptions_are_refused() {
+        for pairs in [
+            &[][..],
+            &[("x-forwarded-host", "app.test")],
+            &[("x-forwarded-host", "app.test"), ("x-forwarded-uri", "x")],
+            &[
+                ("x-forwarded-host", "app.test"),
+                ("x-forwarded-uri", "/x"),
+                ("x-forwarded-proto", "ftp"),
+            ],
+            &[("x-original-url", "/relative")],
+            &[("x-original-url", "ftp://app.test/")],
+            &[("x-original-url", "http://app.test/x#/../admin")],
+            &[("x-original-url", "http://app.test#x")],
+            &[
+                ("x-forwarded-host", "app.test"),
+                ("x-forwarded-uri", "/x#y"),
+            ],
+            &[("x-original-url", "http://evil@app.test/")],
+            &[("x-original-url", "http://app.test/a/../b")],
+            &[("x-original-url", "http://app.test/a/%2e%2e/b")],
+            &[("x-original-url", "http://app.test//admin")],
+            &[("x-original-url", "http://app.test/a%2Fb")],
+            &[
+                ("x-original-url", "http://app.test/"),
+                ("x-original-method", "G T"),
+            ],
+            &[
+                ("x-original-url", "http://app.test/"),
+                ("x-forwarded-uri", "/admin"),
+            ],
+            &[
+                ("x-original-url", "http://app.test/public"),
+                ("x-original-url", "http://app.test/admin"),
+            ],
+            &[
+                ("x-forwarded-host", "app.test"),
+                ("x-forwarded-host", "admin.test"),
+                ("x-forwarded-uri", "/x"),
+            ],
+            &[
+                ("x-forwarded-host", "app.test"),
+                ("x-forwarded-uri", "/public"),
+                ("x-forwarded-uri", "/admin"),
+            ],
+        ] {
+            let got = read(pairs);
+            assert!(
+                matches!(got, Err(Refusal::BadOriginal(_))),
+                "{pairs:?}: {got:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn paths_an_app_may_resolve_differently() {
+        for raw in [
+            "/a/../b",
+            "/a/./b",
+            "//a",
+            "/a//b",
+            "/a/%2e%2e/b",
+            "/a/%2E/b",
+            "/..",
+        ] {
+            assert!(resolves_differently(raw), "{raw}");
+        }
+        for raw in [
+            "/",
+            "/a/b",
+            "/a.b/c..d",
+            "/.well-known/x",
+            "/a/%2Fb",
+            "/%2d",
+        ] {
+            assert!(!resolves_differently(raw), "{raw}");
+        }
+    }
+
+    #[test]
+    fn dialects() {
+        let v = auth_view();
+        assert_eq!(dialect(&HeaderMap::new(), &v, true), Dialect::Envoy);
+        assert_eq!(
+            dialect(&headers(&[("x-original-url", "http://a/")]), &v, false),
+            Dialect::Nginx
+        );
+        let mut q = auth_view();
+        q.query = Some("mode=nginx".into());
+        assert_eq!(dialect(&HeaderMap::new(), &q, false), Dialect::Nginx);
+        assert_eq!(dialect(&HeaderMap::new(), &v, false), Dialect::Traefik);
+    }
+}
