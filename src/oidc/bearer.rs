@@ -201,6 +201,47 @@ fn malformed_or_algorithm(token: &str) -> BearerError {
     }
 }
 
+impl super::OidcProvider {
+    /// Verifies a JWT access token presented as `Authorization: Bearer` and returns its claims.
+    /// An unknown `kid` fetches the JWKS again (at most every `MIN_REFETCH`).
+    pub async fn verify_access_token(
+        &self,
+        token: &str,
+    ) -> Result<Map<String, Value>, BearerError> {
+        let s = &self.settings;
+        let d = self.discovered().map_err(|_| BearerError::Unavailable)?;
+        match verify(token, &d.keys, &s.issuer, &s.audiences) {
+            Ok(claims) => self.check_client(claims),
+            Err(Some(e)) => Err(e),
+            Err(None) => {
+                if !self.refetch_keys(&d).await {
+                    return Err(BearerError::UnknownKey);
+                }
+                let d = self.discovered().map_err(|_| BearerError::Unavailable)?;
+                verify(token, &d.keys, &s.issuer, &s.audiences)
+                    .map_err(|e| e.unwrap_or(BearerError::UnknownKey))
+                    .and_then(|claims| self.check_client(claims))
+            }
+        }
+    }
+
+    /// With `bearer_clients`, a token must name one of them as `azp` or `client_id`: in many
+    /// IdPs any client's administrator can put our audience into its own tokens.
+    fn check_client(&self, claims: Map<String, Value>) -> Result<Map<String, Value>, BearerError> {
+        let Some(allowed) = &self.settings.bearer_clients else {
+            return Ok(claims);
+        };
+        let client = claims
+            .get("azp")
+            .or_else(|| claims.get("client_id"))
+            .and_then(Value::as_str);
+        match client {
+            Some(c) if allowed.iter().any(|a| a == c) => Ok(claims),
+            _ => Err(BearerError::Client),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,24 +4,21 @@
 
 pub mod bearer;
 mod claims;
+mod discovery;
 
 pub use bearer::BearerError;
 pub use claims::{ClaimNames, Identity};
+pub use discovery::{DiscoveryMetadata, ExtraProviderMetadata};
 
 use crate::secret::Secret;
 use arc_swap::ArcSwapOption;
-use openidconnect::core::{
-    CoreAuthDisplay, CoreAuthenticationFlow, CoreClaimName, CoreClaimType, CoreClient,
-    CoreClientAuthMethod, CoreGrantType, CoreIdToken, CoreJsonWebKey,
-    CoreJweContentEncryptionAlgorithm, CoreJweKeyManagementAlgorithm, CoreResponseMode,
-    CoreResponseType, CoreSubjectIdentifierType, CoreTokenResponse,
-};
+use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreIdToken, CoreTokenResponse};
 use openidconnect::reqwest;
 use openidconnect::{
-    AccessToken, AdditionalProviderMetadata, AuthorizationCode, ClientId, ClientSecret, CsrfToken,
-    EndpointMaybeSet, EndpointNotSet, EndpointSet, IssuerUrl, LogoutProviderMetadata,
-    LogoutRequest, Nonce, OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier,
-    PostLogoutRedirectUrl, RedirectUrl, RefreshToken, Scope, TokenResponse,
+    AccessToken, AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointMaybeSet,
+    EndpointNotSet, EndpointSet, IssuerUrl, LogoutRequest, Nonce, OAuth2TokenResponse,
+    PkceCodeChallenge, PkceCodeVerifier, PostLogoutRedirectUrl, RedirectUrl, RefreshToken, Scope,
+    TokenResponse,
 };
 use serde_json::{Map, Value};
 use std::sync::Arc;
@@ -32,39 +29,6 @@ const MAX_IAT_SKEW: Duration = Duration::from_secs(60);
 /// Re-fetch discovery and the JWKS at least this often, and at most this often on unknown `kid`.
 const REDISCOVER_EVERY: Duration = Duration::from_secs(3600);
 const MIN_REFETCH: Duration = Duration::from_secs(10);
-
-/// Discovery metadata beyond what `openidconnect` reads itself.
-#[derive(Clone, Debug, serde::Deserialize, serde::Serialize)]
-pub struct ExtraProviderMetadata {
-    /// RFC 9207: the provider puts `iss` into every authorization response. Read leniently (any
-    /// JSON value): only `true` counts, and a malformed value must not break discovery.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub authorization_response_iss_parameter_supported: Option<Value>,
-}
-
-impl AdditionalProviderMetadata for ExtraProviderMetadata {}
-
-impl ExtraProviderMetadata {
-    pub fn iss_parameter_supported(&self) -> bool {
-        self.authorization_response_iss_parameter_supported == Some(Value::Bool(true))
-    }
-}
-
-/// `openidconnect`'s `ProviderMetadataWithLogout` with [`ExtraProviderMetadata`] added.
-pub type DiscoveryMetadata = openidconnect::ProviderMetadata<
-    LogoutProviderMetadata<ExtraProviderMetadata>,
-    CoreAuthDisplay,
-    CoreClientAuthMethod,
-    CoreClaimName,
-    CoreClaimType,
-    CoreGrantType,
-    CoreJweContentEncryptionAlgorithm,
-    CoreJweKeyManagementAlgorithm,
-    CoreJsonWebKey,
-    CoreResponseMode,
-    CoreResponseType,
-    CoreSubjectIdentifierType,
->;
 
 type Client = CoreClient<
     EndpointSet,
@@ -424,45 +388,6 @@ impl OidcProvider {
         }
     }
 
-    /// Verifies a JWT access token presented as `Authorization: Bearer` and returns its claims.
-    /// An unknown `kid` fetches the JWKS again (at most every `MIN_REFETCH`).
-    pub async fn verify_access_token(
-        &self,
-        token: &str,
-    ) -> Result<Map<String, Value>, BearerError> {
-        let s = &self.settings;
-        let d = self.discovered().map_err(|_| BearerError::Unavailable)?;
-        match bearer::verify(token, &d.keys, &s.issuer, &s.audiences) {
-            Ok(claims) => self.check_client(claims),
-            Err(Some(e)) => Err(e),
-            Err(None) => {
-                if !self.refetch_keys(&d).await {
-                    return Err(BearerError::UnknownKey);
-                }
-                let d = self.discovered().map_err(|_| BearerError::Unavailable)?;
-                bearer::verify(token, &d.keys, &s.issuer, &s.audiences)
-                    .map_err(|e| e.unwrap_or(BearerError::UnknownKey))
-                    .and_then(|claims| self.check_client(claims))
-            }
-        }
-    }
-
-    /// With `bearer_clients`, a token must name one of them as `azp` or `client_id`: in many
-    /// IdPs any client's administrator can put our audience into its own tokens.
-    fn check_client(&self, claims: Map<String, Value>) -> Result<Map<String, Value>, BearerError> {
-        let Some(allowed) = &self.settings.bearer_clients else {
-            return Ok(claims);
-        };
-        let client = claims
-            .get("azp")
-            .or_else(|| claims.get("client_id"))
-            .and_then(Value::as_str);
-        match client {
-            Some(c) if allowed.iter().any(|a| a == c) => Ok(claims),
-            _ => Err(BearerError::Client),
-        }
-    }
-
     /// Fetches discovery and keys again because a token named a key we do not hold. One fetch
     /// at a time and at most every `MIN_REFETCH` (failures count), since anyone can send tokens
     /// with made-up `kid`s. Returns whether keys newer than `seen` are now in place.
@@ -658,69 +583,4 @@ where
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const ISSUER: &str = "https://idp.example.com/realms/corp";
-
-    fn check(iss: &[&str], advertised: bool) -> Result<(), IssMismatch> {
-        let iss: Vec<String> = iss.iter().map(|s| s.to_string()).collect();
-        check_response_issuer(ISSUER, &iss, Some(advertised))
-    }
-
-    #[test]
-    fn the_response_issuer_must_be_exactly_the_providers() {
-        for advertised in [true, false] {
-            assert_eq!(check(&[ISSUER], advertised), Ok(()));
-            // Present but not advertised is still compared (RFC 9207 section 2.4).
-            for other in [
-                "https://evil.example.com/realms/corp",
-                "https://idp.example.com/realms/corp/",
-                "https://IDP.example.com/realms/corp",
-                "https://idp.example.com:443/realms/corp",
-                "",
-            ] {
-                assert!(
-                    matches!(check(&[other], advertised), Err(IssMismatch::Other { .. })),
-                    "{other:?} accepted"
-                );
-            }
-            assert_eq!(
-                check(&[ISSUER, ISSUER], advertised),
-                Err(IssMismatch::Repeated)
-            );
-            assert_eq!(
-                check(&[ISSUER, "x"], advertised),
-                Err(IssMismatch::Repeated)
-            );
-        }
-        assert_eq!(check(&[], true), Err(IssMismatch::Missing));
-        assert_eq!(check(&[], false), Ok(()));
-        // A long made-up value is cut short before it reaches a log line.
-        let long = "x".repeat(10_000);
-        let err = check(&[&long], true).unwrap_err().to_string();
-        assert!(err.len() < 400, "{err}");
-    }
-
-    #[test]
-    fn only_a_json_true_advertises_the_iss_parameter() {
-        let read = |doc: &str| {
-            serde_json::from_str::<ExtraProviderMetadata>(doc)
-                .unwrap()
-                .iss_parameter_supported()
-        };
-        assert!(read(
-            r#"{"authorization_response_iss_parameter_supported": true}"#
-        ));
-        assert!(!read(
-            r#"{"authorization_response_iss_parameter_supported": false}"#
-        ));
-        assert!(!read(
-            r#"{"authorization_response_iss_parameter_supported": "true"}"#
-        ));
-        assert!(!read(
-            r#"{"authorization_response_iss_parameter_supported": null}"#
-        ));
-        assert!(!read("{}"));
-    }
-}
+mod tests;
