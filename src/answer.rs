@@ -116,12 +116,4 @@ impl Answer {
     pub fn with_cookie(self, set_cookie: &str) -> Answer {
         self.with_header(http::header::SET_COOKIE, set_cookie)
     }
-
-    /// The `Location` this answer sends the client to, if any.
-    pub fn location(&self) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == http::header::LOCATION)
-            .and_then(|(_, v)| v.to_str().ok())
-    }
 }

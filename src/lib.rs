@@ -3,26 +3,27 @@
 //! The engine (`config`, `runtime`, `request`, `path`, `routes`, `decision`, `headers`) knows
 //! nothing of Pingora; `gateway` and `admin` adapt it to Pingora, `server` wires them up.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
-pub mod admin;
-pub mod answer;
-pub mod auth;
-pub mod background;
+pub(crate) mod admin;
+pub(crate) mod answer;
+pub(crate) mod auth;
+pub(crate) mod background;
 pub mod config;
-pub mod decision;
-pub mod gateway;
-pub mod headers;
-pub mod oidc;
-pub mod pages;
-pub mod path;
-pub mod policy;
-pub mod redirect;
-pub mod refusal;
-pub mod request;
-pub mod routes;
+pub(crate) mod decision;
+pub(crate) mod gateway;
+pub(crate) mod headers;
+pub(crate) mod oidc;
+pub(crate) mod pages;
+pub(crate) mod path;
+pub(crate) mod policy;
+pub(crate) mod redirect;
+pub(crate) mod refusal;
+pub(crate) mod request;
+pub(crate) mod routes;
 pub mod runtime;
-pub mod secret;
+pub(crate) mod secret;
 pub mod server;
 pub mod session;
 pub mod telemetry;
-pub mod upstream;
+pub(crate) mod upstream;

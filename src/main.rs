@@ -58,25 +58,7 @@ fn main() -> ExitCode {
             let path = config_path(config);
             match portcullis::config::load(&path) {
                 Ok(rt) => {
-                    use std::fmt::Write as _;
-                    let mut out = String::new();
-                    // Writing into a String cannot fail.
-                    let _ = writeln!(out, "{}: ok", path.display());
-                    let _ = writeln!(out, "  listeners: {:?}", rt.listeners.plain);
-                    if let Some(tls) = &rt.listeners.tls {
-                        let _ = writeln!(out, "  tls: {:?}", tls.addrs);
-                    }
-                    match rt.listeners.admin {
-                        Some(admin) => {
-                            let _ = writeln!(out, "  admin: {admin}");
-                        }
-                        None => out.push_str("  admin: off\n"),
-                    }
-                    let _ = writeln!(out, "  threads: {}", rt.threads);
-                    let _ = writeln!(out, "  routes: {}", rt.routes.routes().len());
-                    for r in rt.routes.routes() {
-                        let _ = writeln!(out, "    {} -> {}", r.name, r.upstream.describe());
-                    }
+                    let out = format!("{}: ok\n{}", path.display(), rt.summary());
                     // A closed pipe (`check | head`) is not an error of the config.
                     let _ =
                         std::io::Write::write_all(&mut std::io::stdout().lock(), out.as_bytes());
@@ -103,7 +85,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            portcullis::telemetry::init_logging(&runtime.logging);
+            portcullis::telemetry::init_logging(runtime.logging());
             if let Err(e) = runtime.activate(None) {
                 eprintln!("portcullis: {e}");
                 return ExitCode::FAILURE;

@@ -11,33 +11,60 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// One configuration file, compiled: what a request is served under.
 #[derive(Debug)]
 pub struct Runtime {
-    /// The file this was loaded from (for reload and messages).
-    pub source: PathBuf,
-    pub listeners: Listeners,
+    pub(crate) listeners: Listeners,
     /// Worker threads of the proxy service; already resolved (never 0).
-    pub threads: usize,
-    pub trusted_proxies: TrustedProxies,
+    pub(crate) threads: usize,
+    pub(crate) trusted_proxies: TrustedProxies,
     /// Downstream keep-alive idle timeout.
-    pub idle_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
     /// How long a client may take to send a request's head (`server.timeouts.request_header`).
-    pub header_timeout: Duration,
-    pub logging: LoggingSettings,
-    pub strip: StripList,
-    pub routes: RouteTable,
+    pub(crate) header_timeout: Duration,
+    pub(crate) logging: LoggingSettings,
+    pub(crate) strip: StripList,
+    pub(crate) routes: RouteTable,
     /// Headers on Portcullis' own pages: the global security headers, a strict CSP, no-store.
-    pub own_pages: SecurityHeaders,
-    pub remove_response: Vec<HeaderName>,
+    pub(crate) own_pages: SecurityHeaders,
+    pub(crate) remove_response: Vec<HeaderName>,
     /// `headers.identity`: header name and template, sent upstream for logged-in users.
-    pub identity_headers: Vec<(HeaderName, String)>,
+    pub(crate) identity_headers: Vec<(HeaderName, String)>,
     /// Login settings as compiled (pure data); `None` without providers.
-    pub auth_config: Option<AuthConfig>,
+    pub(crate) auth_config: Option<AuthConfig>,
     /// The live services for `auth_config`, set by [`Runtime::activate`] before serving.
-    pub auth: Option<Arc<Auth>>,
+    pub(crate) auth: Option<Arc<Auth>>,
 }
 
 impl Runtime {
+    /// The logging settings, applied at start (the format cannot change on reload).
+    pub fn logging(&self) -> &LoggingSettings {
+        &self.logging
+    }
+
+    /// What `portcullis check` prints about a valid file: listeners, threads, routes.
+    pub fn summary(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = writeln!(out, "  listeners: {:?}", self.listeners.plain);
+        if let Some(tls) = &self.listeners.tls {
+            let _ = writeln!(out, "  tls: {:?}", tls.addrs);
+        }
+        match self.listeners.admin {
+            Some(admin) => {
+                let _ = writeln!(out, "  admin: {admin}");
+            }
+            None => out.push_str("  admin: off\n"),
+        }
+        let _ = writeln!(out, "  threads: {}", self.threads);
+        let _ = writeln!(out, "  routes: {}", self.routes.routes().len());
+        for r in self.routes.routes() {
+            let _ = writeln!(out, "    {} -> {}", r.name, r.upstream.describe());
+        }
+        out
+    }
+
     /// Builds the live login services, or reuses those of `previous` when what they are built
     /// from is unchanged (the fingerprint: secrets, store, providers, by value). A reload that
     /// does not touch those keeps every session and connection, and still serves its own
@@ -60,37 +87,48 @@ impl Runtime {
 
 /// Addresses bound at start; changing them needs a restart.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Listeners {
+pub(crate) struct Listeners {
     pub plain: Vec<SocketAddr>,
     pub tls: Option<TlsListeners>,
     pub admin: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TlsListeners {
+pub(crate) struct TlsListeners {
     pub addrs: Vec<SocketAddr>,
     pub cert_file: PathBuf,
     pub key_file: PathBuf,
 }
 
+/// `logging.format`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
+    /// One JSON object a line.
     Json,
+    /// For humans.
     Pretty,
 }
 
+/// `logging.audit`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuditTarget {
+    /// Among the logs, on stdout.
     Stdout,
+    /// No audit events.
     Off,
+    /// Appended to this file.
     File(PathBuf),
 }
 
+/// `logging`, compiled.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoggingSettings {
+    /// `logging.format`.
     pub format: LogFormat,
     /// An `EnvFilter` directive such as `info` or `portcullis=debug,warn`.
     pub level: String,
+    /// One line per request.
     pub access_log: bool,
+    /// Where audit events go.
     pub audit: AuditTarget,
 }

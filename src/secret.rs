@@ -30,10 +30,6 @@ impl<T> Secret<T> {
     pub fn expose(&self) -> &T {
         &self.0
     }
-
-    pub fn into_inner(self) -> T {
-        self.0
-    }
 }
 
 impl<T> From<T> for Secret<T> {

@@ -9,9 +9,12 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{reload, EnvFilter, Layer, Registry};
 
+/// Prometheus metrics (SPEC names), registered once in the default registry that `/metrics`
+/// serves.
 pub mod metrics {
     use super::*;
 
+    /// `portcullis_requests_total{route,status}`.
     pub static REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
         register_int_counter_vec!(
             "portcullis_requests_total",
@@ -20,6 +23,7 @@ pub mod metrics {
         )
         .expect("metric names are static and registered once")
     });
+    /// `portcullis_request_duration_seconds{route}`.
     pub static DURATION: LazyLock<HistogramVec> = LazyLock::new(|| {
         register_histogram_vec!(
             "portcullis_request_duration_seconds",
@@ -32,6 +36,7 @@ pub mod metrics {
         )
         .expect("metric names are static and registered once")
     });
+    /// `portcullis_upstream_errors_total{route}`.
     pub static UPSTREAM_ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
         register_int_counter_vec!(
             "portcullis_upstream_errors_total",
@@ -40,6 +45,7 @@ pub mod metrics {
         )
         .expect("metric names are static and registered once")
     });
+    /// `portcullis_config_reloads_total{result}`.
     pub static CONFIG_RELOADS: LazyLock<IntCounterVec> = LazyLock::new(|| {
         register_int_counter_vec!(
             "portcullis_config_reloads_total",
@@ -49,6 +55,7 @@ pub mod metrics {
         .expect("metric names are static and registered once")
     });
 
+    /// `portcullis_store_errors_total{op}`; count through [`count_store_error`].
     pub static STORE_ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
         register_int_counter_vec!(
             "portcullis_store_errors_total",
@@ -63,6 +70,7 @@ pub mod metrics {
         STORE_ERRORS.with_label_values(&[e.op()]).inc();
     }
 
+    /// `portcullis_invalid_session_cookies_total`: cookies that name no live session.
     pub static INVALID_COOKIES: LazyLock<prometheus::IntCounter> = LazyLock::new(|| {
         prometheus::register_int_counter!(
             "portcullis_invalid_session_cookies_total",
@@ -70,6 +78,7 @@ pub mod metrics {
         )
         .expect("metric names are static and registered once")
     });
+    /// `portcullis_logins_total{provider,result}`.
     pub static LOGINS: LazyLock<IntCounterVec> = LazyLock::new(|| {
         register_int_counter_vec!(
             "portcullis_logins_total",
@@ -78,6 +87,7 @@ pub mod metrics {
         )
         .expect("metric names are static and registered once")
     });
+    /// `portcullis_auth_decisions_total{route,decision}`.
     pub static AUTH_DECISIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
         register_int_counter_vec!(
             "portcullis_auth_decisions_total",
@@ -228,7 +238,7 @@ pub fn audit(event: &str, fields: serde_json::Value) {
 
 /// One access-log line. Formatted here by hand rather than through `tracing`'s JSON layer,
 /// which cost more per request than the whole proxying (see docs/BENCHMARKS.md).
-pub struct AccessRecord<'a> {
+pub(crate) struct AccessRecord<'a> {
     pub method: &'a str,
     pub host: &'a str,
     /// The normalised path, never the query string.
@@ -242,7 +252,7 @@ pub struct AccessRecord<'a> {
 }
 
 /// Writes `rec` as one line on the log output (JSON or pretty, as `logging.format`).
-pub fn access(rec: &AccessRecord<'_>) {
+pub(crate) fn access(rec: &AccessRecord<'_>) {
     use std::fmt::Write as _;
     use tracing_subscriber::fmt::MakeWriter;
     thread_local! {

@@ -95,7 +95,6 @@ pub fn compile(file: schema::File, source: &Path) -> Result<Runtime, Problems> {
         return Err(p);
     }
     Ok(Runtime {
-        source: source.to_path_buf(),
         listeners,
         threads,
         trusted_proxies,

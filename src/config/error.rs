@@ -9,10 +9,15 @@ use std::path::{Path, PathBuf};
 /// 1-based and present whenever the key (or its closest parent) can be found in the file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
+    /// The config file.
     pub file: PathBuf,
+    /// 1-based line of the key, when it could be found.
     pub line: Option<usize>,
+    /// 1-based column of the key.
     pub col: Option<usize>,
+    /// The key, as `routes[2].upstream`.
     pub key: String,
+    /// What is wrong, and what to write instead.
     pub message: String,
 }
 

@@ -11,7 +11,7 @@ mod expand;
 mod locate;
 mod schema;
 mod values;
-pub mod watch;
+pub(crate) mod watch;
 
 pub use compile::read_secret_file;
 pub use error::{ConfigError, ConfigErrors};

@@ -8,7 +8,7 @@ mod discovery;
 
 pub use bearer::BearerError;
 pub use claims::{ClaimNames, Identity};
-pub use discovery::{DiscoveryMetadata, ExtraProviderMetadata};
+pub use discovery::DiscoveryMetadata;
 
 use crate::secret::Secret;
 use arc_swap::ArcSwapOption;

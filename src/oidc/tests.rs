@@ -46,7 +46,7 @@ fn the_response_issuer_must_be_exactly_the_providers() {
 #[test]
 fn only_a_json_true_advertises_the_iss_parameter() {
     let read = |doc: &str| {
-        serde_json::from_str::<ExtraProviderMetadata>(doc)
+        serde_json::from_str::<super::discovery::ExtraProviderMetadata>(doc)
             .unwrap()
             .iss_parameter_supported()
     };

@@ -251,6 +251,7 @@ impl SessionCache {
         }
     }
 
+    /// Sessions cached now (fallback entries included).
     pub fn len(&self) -> usize {
         self.shards
             .iter()
@@ -258,6 +259,7 @@ impl SessionCache {
             .sum()
     }
 
+    /// Whether nothing is cached.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

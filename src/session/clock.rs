@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// Wall time (not `Instant`) because deadlines are shared with other replicas and with Redis,
 /// which only agree on wall time.
 pub trait Clock: Send + Sync + 'static {
+    /// Milliseconds since the Unix epoch.
     fn now_ms(&self) -> u64;
 
     /// Whole seconds since the Unix epoch, the unit of the timestamps in a session record.
@@ -44,6 +45,7 @@ impl ManualClock {
         Arc::new(ManualClock(AtomicU64::new(SystemClock.now_ms())))
     }
 
+    /// Moves the clock forward.
     pub fn advance(&self, by: Duration) {
         let ms = u64::try_from(by.as_millis()).unwrap_or(u64::MAX);
         self.0.fetch_add(ms, Ordering::SeqCst);

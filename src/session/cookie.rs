@@ -21,6 +21,7 @@ pub const ENCODED_LEN: usize = (SEALED_LEN * 4).div_ceil(3);
 /// What a session cookie says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SessionCookie {
+    /// The session it names.
     pub sid: SessionId,
     /// Unix seconds; the cookie is worthless from then on, whatever the store says.
     pub expires_at: u64,
@@ -101,8 +102,11 @@ pub fn cookie_pairs(header: &str) -> impl Iterator<Item = (&str, &str)> {
 /// `SameSite` attribute.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SameSite {
+    /// Sent on top-level navigations from other sites (the default).
     Lax,
+    /// Never sent on requests another site starts.
     Strict,
+    /// Sent on every request (needs `Secure`).
     None,
 }
 
@@ -119,9 +123,11 @@ impl SameSite {
 /// How session cookies are set (SPEC §3 `session.cookie`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CookieSettings {
+    /// The cookie's name as set and read (prefixed, see [`CookieSettings::with_host_prefix`]).
     pub name: String,
     /// `None` for a host-only cookie.
     pub domain: Option<String>,
+    /// The `SameSite` attribute.
     pub same_site: SameSite,
     /// `Secure` is set unless this is false (plain-HTTP development setups).
     pub secure: bool,

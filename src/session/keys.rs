@@ -33,9 +33,13 @@ const SALT: &[u8] = b"portcullis session keys";
 /// What a sealed value is for; each purpose has its own key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Purpose {
+    /// The session cookie.
     SessionCookie,
+    /// A login in progress (its own cookie).
     LoginState,
+    /// A record in the session store.
     StoreRecord,
+    /// A session hand-over to another host.
     HandoverCode,
 }
 
@@ -71,13 +75,28 @@ impl Purpose {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum KeyError {
     #[error("at least one session secret is required")]
+    /// No secret at all.
     Empty,
     #[error("session secret #{index} is not valid base64")]
-    NotBase64 { index: usize },
+    /// Secret `index` is not base64.
+    NotBase64 {
+        /// Which secret (0-based).
+        index: usize,
+    },
     #[error("session secret #{index} decodes to {len} bytes; expected exactly 32")]
-    WrongLength { index: usize, len: usize },
+    /// Secret `index` decodes to `len` bytes instead of 32.
+    WrongLength {
+        /// Which secret (0-based).
+        index: usize,
+        /// Its decoded length.
+        len: usize,
+    },
     #[error("session secret #{index} is too weak (all its bytes are the same)")]
-    Weak { index: usize },
+    /// Secret `index` has too little variety to be random.
+    Weak {
+        /// Which secret (0-based).
+        index: usize,
+    },
 }
 
 /// The purpose keys of one secret.

@@ -61,6 +61,7 @@ impl std::fmt::Debug for MemoryStore {
 }
 
 impl MemoryStore {
+    /// A store for at most `capacity` sessions.
     pub fn new(settings: StoreSettings, capacity: usize, clock: SharedClock) -> MemoryStore {
         let (tx, _) = broadcast::channel(1024);
         MemoryStore {
@@ -79,6 +80,7 @@ impl MemoryStore {
         self.state().sessions.len()
     }
 
+    /// Whether no session is stored.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -23,18 +23,22 @@ const FORMAT: u8 = 1;
 pub struct SessionId([u8; 16]);
 
 impl SessionId {
+    /// Bytes in an id.
     pub const LEN: usize = 16;
 
+    /// A new id from the operating system's random source.
     pub fn random() -> SessionId {
         let mut b = [0u8; Self::LEN];
         rand::rng().fill(&mut b);
         SessionId(b)
     }
 
+    /// The id with these bytes.
     pub fn from_bytes(bytes: [u8; Self::LEN]) -> SessionId {
         SessionId(bytes)
     }
 
+    /// The id's bytes.
     pub fn as_bytes(&self) -> &[u8; Self::LEN] {
         &self.0
     }
@@ -44,6 +48,7 @@ impl SessionId {
         URL_SAFE_NO_PAD.encode(self.0)
     }
 
+    /// Reads [`SessionId::to_text`]'s form back.
     pub fn from_text(text: &str) -> Option<SessionId> {
         let mut b = [0u8; Self::LEN];
         match URL_SAFE_NO_PAD.decode_slice(text, &mut b) {
@@ -79,6 +84,7 @@ impl fmt::Debug for SessionId {
 pub struct UserKey([u8; 16]);
 
 impl UserKey {
+    /// The key of `sub` at `provider`.
     pub fn new(provider: &str, sub: &str) -> UserKey {
         let mut h = Sha256::new();
         h.update((provider.len() as u64).to_be_bytes());
@@ -90,6 +96,7 @@ impl UserKey {
         UserKey(b)
     }
 
+    /// The key as stored (hashed: no user name in the store's key space).
     pub fn to_text(&self) -> String {
         URL_SAFE_NO_PAD.encode(self.0)
     }
@@ -107,24 +114,33 @@ pub struct SessionRecord {
     pub user: String,
     /// The IdP's `sub`: with `provider`, the stable identity the per-user index is keyed on.
     pub sub: String,
+    /// The mapped `email` claim.
     pub email: Option<String>,
+    /// The mapped `name` claim.
     pub name: Option<String>,
+    /// The mapped `groups` claim.
     pub groups: Vec<String>,
     /// Further claims kept for policies (`allow.claims`) and header templates.
     pub claims: BTreeMap<String, serde_json::Value>,
+    /// How the user authenticated (`amr`), for `allow.mfa`.
     pub amr: Vec<String>,
+    /// The authentication context class (`acr`), for `allow.mfa`.
     pub acr: Option<String>,
     /// The IdP's ID token, kept for `id_token_hint` at logout.
     #[serde(with = "compact_token")]
     pub id_token: Option<String>,
     #[serde(with = "compact_token")]
+    /// The IdP's access token.
     pub access_token: Option<String>,
+    /// When the access token expires (Unix seconds).
     pub access_token_expires_at: Option<u64>,
     #[serde(with = "compact_token")]
+    /// The IdP's refresh token.
     pub refresh_token: Option<String>,
     /// The access token's whole lifetime (seconds), to refresh it at a fitting moment.
     #[serde(default)]
     pub access_token_lifetime: Option<u64>,
+    /// When the session began (Unix seconds).
     pub created_at: u64,
     /// Absolute end of the session (`created_at + lifetime` at most).
     pub expires_at: u64,
@@ -172,6 +188,7 @@ impl SessionRecord {
         }
     }
 
+    /// The key of the per-user index this session is listed under.
     pub fn user_key(&self) -> UserKey {
         UserKey::new(&self.provider, &self.sub)
     }

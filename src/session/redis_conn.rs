@@ -32,11 +32,17 @@ pub enum RedisTarget {
     /// Sentinels watching `master`; `db`, `username`, `password` and `tls` are for the
     /// master itself (the sentinels' own credentials go in their URLs).
     Sentinel {
+        /// The name the sentinels know the master by.
         master: String,
+        /// The sentinels.
         urls: Vec<String>,
+        /// The master's database number.
         db: i64,
+        /// The master's user name (ACL).
         username: Option<String>,
+        /// The master's password.
         password: Option<String>,
+        /// Whether to speak TLS to the master.
         tls: bool,
     },
 }
@@ -72,6 +78,7 @@ impl fmt::Debug for RedisTarget {
 /// How to reach Redis and how long to wait for it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct RedisSettings {
+    /// Which Redis.
     pub target: RedisTarget,
     /// Prepended to every key and to the invalidation channel (`session.redis.key_prefix`).
     pub key_prefix: String,
@@ -83,6 +90,7 @@ pub struct RedisSettings {
 }
 
 impl RedisSettings {
+    /// Settings for `target` with the default timeouts and key prefix.
     pub fn new(target: RedisTarget) -> RedisSettings {
         RedisSettings {
             target,

@@ -69,6 +69,7 @@ impl StoreSettings {
             .min(expires_at.saturating_mul(1000))
     }
 
+    /// Checks the settings make sense together (idle timeout within the lifetime ...).
     pub fn validate(&self) -> Result<(), String> {
         if self.lifetime < Duration::from_secs(1) || self.idle_timeout < Duration::from_secs(1) {
             return Err("lifetime and idle_timeout must be at least 1s".into());
@@ -84,24 +85,36 @@ pub enum StoreError {
     /// The backend could not be reached (connection refused, dropped, failing over).
     #[error("session store unavailable during {op}: {source}")]
     Unavailable {
+        /// The operation.
         op: &'static str,
+        /// What failed.
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// The backend did not answer in time (whether the operation's own deadline or the
     /// connection's connect or response timeout noticed it first).
     #[error("session store did not answer {op} within {after:?}")]
-    Timeout { op: &'static str, after: Duration },
+    Timeout {
+        /// The operation.
+        op: &'static str,
+        /// The deadline that ran out.
+        after: Duration,
+    },
     /// The backend answered with an error (out of memory, wrong type, unknown command …).
     #[error("session store refused {op}: {source}")]
     Refused {
+        /// The operation.
         op: &'static str,
+        /// What the backend said.
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// The in-process store is full of live entries of this kind.
     #[error("session store is full ({op})")]
-    Full { op: &'static str },
+    Full {
+        /// The operation.
+        op: &'static str,
+    },
     /// A record could not be encoded.
     #[error("session record could not be encoded: {0}")]
     Encode(#[from] rmp_serde::encode::Error),
@@ -160,6 +173,7 @@ impl Lock {
         }
     }
 
+    /// The channel's name.
     pub fn name(&self) -> &str {
         &self.name
     }
