@@ -73,13 +73,26 @@ impl Decision {
 }
 
 /// What the original request carried besides its method, host and path: credentials and
-/// the browser's cross-site signals. Borrowed from wherever the request arrived.
-#[derive(Debug, Clone, Copy, Default)]
+/// the browser's cross-site signals. Borrowed from wherever the request arrived. `Debug`
+/// says whether a cookie or `Authorization` was there, never what it holds.
+#[derive(Clone, Copy, Default)]
 pub struct Presented<'a> {
     pub cookie: Option<&'a str>,
     pub authorization: Option<&'a str>,
     pub origin: Option<&'a str>,
     pub fetch_site: Option<&'a str>,
+}
+
+impl std::fmt::Debug for Presented<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown = |v: Option<&str>| v.map(|_| "<redacted>");
+        f.debug_struct("Presented")
+            .field("cookie", &shown(self.cookie))
+            .field("authorization", &shown(self.authorization))
+            .field("origin", &self.origin)
+            .field("fetch_site", &self.fetch_site)
+            .finish()
+    }
 }
 
 /// Who the request turned out to be, after the I/O of authentication.

@@ -214,3 +214,22 @@ fn authorize_bearer_scopes_and_mfa() {
         }
     ));
 }
+
+#[test]
+fn debug_strings_hold_no_credentials() {
+    let p = Presented {
+        cookie: Some("_portcullis=SECRETCOOKIE"),
+        authorization: Some("Bearer SECRETTOKEN"),
+        origin: Some("http://app.test"),
+        fetch_site: None,
+    };
+    let shown = format!("{p:?} {p:#?}");
+    assert!(!shown.contains("SECRET"), "{shown}");
+    assert!(shown.contains("<redacted>") && shown.contains("http://app.test"));
+    let v = RequestView {
+        query: Some("code=SECRETCODE&state=x".into()),
+        ..view(http::Method::GET, false, "app.test")
+    };
+    let shown = format!("{v:?}");
+    assert!(!shown.contains("SECRETCODE"), "{shown}");
+}

@@ -16,7 +16,7 @@ pub use target::{split_target, BadRequest, Target};
 use std::net::IpAddr;
 
 /// What the engine knows about a request: nothing here borrows from Pingora.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RequestView {
     pub method: http::Method,
     /// `https` when the client reached us over TLS (or a trusted proxy said so).
@@ -42,4 +42,22 @@ pub struct RequestView {
 /// Whether an `Accept` header asks for HTML (a browser navigation).
 pub fn accepts_html(accept: Option<&str>) -> bool {
     accept.is_some_and(|a| a.contains("text/html"))
+}
+
+/// Everything but the query string's contents, which may hold a login `code` or a token.
+impl std::fmt::Debug for RequestView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestView")
+            .field("method", &self.method)
+            .field("tls", &self.tls)
+            .field("host", &self.host)
+            .field("forwarded_host", &self.forwarded_host)
+            .field("authority", &self.authority)
+            .field("path", &self.path)
+            .field("query_len", &self.query.as_ref().map(String::len))
+            .field("client_ip", &self.client_ip)
+            .field("wants_html", &self.wants_html)
+            .field("websocket", &self.websocket)
+            .finish()
+    }
 }

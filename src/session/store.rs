@@ -158,11 +158,20 @@ pub struct Created {
     pub evicted: Vec<SessionId>,
 }
 
-/// A held lock; give it back to [`SessionStore::unlock`]. Only its holder can unlock it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A held lock; give it back to [`SessionStore::unlock`]. Only its holder can unlock it, so
+/// its token never appears in `Debug`.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Lock {
     pub(crate) name: String,
     pub(crate) token: [u8; 16],
+}
+
+impl std::fmt::Debug for Lock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lock")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Lock {
