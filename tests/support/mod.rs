@@ -6,6 +6,7 @@
 //! temporary directory, so tests run in parallel without sharing anything.
 #![allow(dead_code)]
 
+pub mod apps;
 pub mod front;
 pub mod idp;
 mod raw_http;
