@@ -794,15 +794,11 @@ async fn gunicorn_believes_no_scheme_a_client_claims() {
     .await;
 }
 
-/// FINDING (not an authorization bypass; fails closed): `X-Forwarded-Protocol` is not among
-/// the scheme headers Portcullis drops from untrusted clients, and it is one of gunicorn's
-/// default `secure_scheme_headers`. Sent by a client as `X-Forwarded-Protocol: ssl`, it reaches
-/// gunicorn beside Portcullis' own `X-Forwarded-Proto: http`; gunicorn refuses the pair as
-/// "Contradictory scheme headers" (400, no handler runs). An app server that reads only
-/// `X-Forwarded-Protocol` would see `https`. Asserts the safe behaviour: ignored until the
-/// header is dropped (src/gateway/forwarded.rs, `UNTRUSTED_DROP`).
+/// `X-Forwarded-Protocol` is one of gunicorn's default `secure_scheme_headers`: sent by a
+/// client as `X-Forwarded-Protocol: ssl`, it must not reach gunicorn (which would refuse it
+/// beside Portcullis' own `X-Forwarded-Proto: http`, and an app server that reads only it would
+/// believe the request came over `https`).
 #[tokio::test]
-#[ignore = "FINDING: X-Forwarded-Protocol from an untrusted client reaches the app"]
 async fn gunicorn_never_gets_a_clients_x_forwarded_protocol() {
     scheme_claims(&[(&["X-Forwarded-Protocol: ssl"], true)]).await;
 }

@@ -18,7 +18,7 @@ pub const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 /// dropped unless a trusted proxy sent them. Frameworks and libraries read each of these (the
 /// Flask "ReverseProxied" recipe reads `X-Script-Name`, npm `request-ip` prefers
 /// `X-Client-IP` to `X-Forwarded-For`, ...).
-const UNTRUSTED_DROP: [HeaderName; 27] = [
+const UNTRUSTED_DROP: [HeaderName; 28] = [
     http::header::FORWARDED,
     HeaderName::from_static("x-forwarded"),
     HeaderName::from_static("x-forwarded-port"),
@@ -29,6 +29,7 @@ const UNTRUSTED_DROP: [HeaderName; 27] = [
     HeaderName::from_static("x-forwarded-method"),
     HeaderName::from_static("x-forwarded-ssl"),
     HeaderName::from_static("x-forwarded-scheme"),
+    HeaderName::from_static("x-forwarded-protocol"),
     HeaderName::from_static("x-script-name"),
     HeaderName::from_static("x-original-path"),
     HeaderName::from_static("x-original-host"),
