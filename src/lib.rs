@@ -15,6 +15,7 @@ pub(crate) mod gateway;
 pub(crate) mod headers;
 pub(crate) mod oidc;
 pub(crate) mod pages;
+pub mod password;
 pub(crate) mod path;
 pub(crate) mod policy;
 pub(crate) mod redirect;

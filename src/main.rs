@@ -37,6 +37,8 @@ enum Command {
     },
     /// Print a random 32-byte key, base64-encoded (for session secrets).
     GenSecret,
+    /// Read a password (or client secret) on stdin, one line, and print its argon2id hash.
+    HashPassword,
 }
 
 fn config_path(given: Option<PathBuf>) -> PathBuf {
@@ -48,6 +50,7 @@ fn config_path(given: Option<PathBuf>) -> PathBuf {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::HashPassword => hash_password(),
         Command::GenSecret => {
             let mut key = [0u8; 32];
             rand::fill(&mut key);
@@ -96,6 +99,34 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
             ExitCode::SUCCESS
+        }
+    }
+}
+
+/// `hash-password`: one line from stdin (its line ending is not part of the password), its
+/// argon2id PHC string on stdout. An empty password is refused.
+fn hash_password() -> ExitCode {
+    let mut line = String::new();
+    if let Err(e) = std::io::stdin().read_line(&mut line) {
+        eprintln!("portcullis: reading the password from stdin: {e}");
+        return ExitCode::FAILURE;
+    }
+    let password = line.strip_suffix('\n').unwrap_or(&line);
+    let password = password.strip_suffix('\r').unwrap_or(password);
+    if password.is_empty() {
+        eprintln!(
+            "portcullis: no password on stdin (e.g. echo -n 'secret' | portcullis hash-password)"
+        );
+        return ExitCode::FAILURE;
+    }
+    match portcullis::password::hash(password) {
+        Ok(phc) => {
+            println!("{phc}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("portcullis: {e}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -440,3 +440,42 @@ async fn serve_runs_without_an_admin_listener() {
         assert!(started.contains("\"admin\":\"None\""), "{admin}: {started}");
     }
 }
+
+/// `hash-password` reads one line (without its line ending) and prints an argon2id PHC
+/// string that verifies that password; an empty one is refused.
+#[test]
+fn hash_password_prints_an_argon2id_hash_of_the_line() {
+    use std::io::Write as _;
+    let run = |input: &[u8]| {
+        let mut child = std::process::Command::new(support::BIN)
+            .arg("hash-password")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawning portcullis");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input)
+            .expect("writing the password");
+        child.wait_with_output().expect("hash-password output")
+    };
+    for input in [&b"s3cret pass\n"[..], b"s3cret pass\r\n", b"s3cret pass"] {
+        let out = run(input);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let phc = String::from_utf8(out.stdout).unwrap();
+        let phc = phc.trim_end();
+        assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{phc}");
+        assert!(portcullis::password::verify("s3cret pass", phc));
+        assert!(!portcullis::password::verify("s3cret pass\n", phc));
+    }
+    let out = run(b"\n");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no password"));
+}
