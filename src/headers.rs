@@ -3,66 +3,141 @@
 //! ready `HeaderName`/`HeaderValue` pairs so the hot path only copies them.
 
 use http::{HeaderMap, HeaderName, HeaderValue};
-use std::collections::HashSet;
 
-/// The signed assertion header (configurable once the issuer exists); always stripped.
-pub const ASSERTION_HEADER: &str = "x-portcullis-assertion";
+/// Whether `name` (lower-case) is an identity header that apps migrated from other proxies
+/// commonly trust. These are stripped even when not configured, so a forged one can never
+/// reach an app that still reads it.
+fn well_known_identity(name: &str) -> bool {
+    matches!(
+        name,
+        "x-auth-request-user"
+            | "x-auth-request-email"
+            | "x-auth-request-groups"
+            | "x-auth-request-preferred-username"
+            | "x-auth-request-access-token"
+            | "x-forwarded-user"
+            | "x-forwarded-email"
+            | "x-forwarded-groups"
+            | "x-forwarded-preferred-username"
+            | "x-forwarded-access-token"
+            | "remote-user"
+            | "remote-email"
+            | "remote-groups"
+            | "remote-name"
+            | "x-remote-user"
+    )
+}
 
-/// Identity headers that apps migrated from other proxies commonly trust. They are stripped
-/// even when not configured, so a forged one can never reach an app that still reads it.
-pub const WELL_KNOWN_IDENTITY: &[&str] = &[
-    "x-auth-request-user",
-    "x-auth-request-email",
-    "x-auth-request-groups",
-    "x-auth-request-preferred-username",
-    "x-auth-request-access-token",
-    "x-forwarded-user",
-    "x-forwarded-email",
-    "x-forwarded-groups",
-    "x-forwarded-preferred-username",
-    "x-forwarded-access-token",
-    "remote-user",
-    "remote-email",
-    "remote-groups",
-    "remote-name",
-    "x-remote-user",
-];
+/// Headers that make frameworks serve another path or method than the request line names
+/// (Symfony and IIS `X-Original-URL`, method-override middleware). Portcullis decided on the
+/// request line, so the app must act on it too: never forwarded, whoever sent them.
+fn overrides_the_request_line(name: &str) -> bool {
+    matches!(
+        name,
+        "x-original-url"
+            | "x-original-uri"
+            | "x-original-method"
+            | "x-rewrite-url"
+            | "x-http-method-override"
+            | "x-http-method"
+            | "x-method-override"
+    )
+}
 
-/// Request headers removed from every incoming request, on every route.
+/// Headers that tell the app about the client, the address, scheme or path prefix it used:
+/// forwarded only from a trusted proxy. Frameworks and libraries read each of these (the Flask
+/// "ReverseProxied" recipe reads `X-Script-Name`, npm `request-ip` prefers `X-Client-IP` to
+/// `X-Forwarded-For`, gunicorn takes `X-Forwarded-Protocol` as the scheme, ...).
+fn describes_the_client(name: &str) -> bool {
+    matches!(
+        name,
+        "forwarded"
+            | "x-forwarded"
+            | "x-forwarded-port"
+            | "x-forwarded-prefix"
+            | "x-forwarded-server"
+            | "x-forwarded-path"
+            | "x-forwarded-uri"
+            | "x-forwarded-method"
+            | "x-forwarded-ssl"
+            | "x-forwarded-scheme"
+            | "x-forwarded-protocol"
+            | "x-script-name"
+            | "x-original-path"
+            | "x-original-host"
+            | "x-host"
+            | "x-http-host-override"
+            | "front-end-https"
+            | "x-url-scheme"
+            | "x-scheme"
+            | "x-client-ip"
+            | "client-ip"
+            | "true-client-ip"
+            | "cf-connecting-ip"
+            | "fastly-client-ip"
+            | "x-cluster-client-ip"
+            | "x-proxyuser-ip"
+            | "x-originating-ip"
+            | "x-remote-addr"
+    )
+}
+
+/// What becomes of one incoming request header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fate {
+    /// Passed on.
+    Keep,
+    /// Removed at once, on every route, before anything reads the request: a forged identity
+    /// (or a name a server reads as one).
+    Strip,
+    /// Read by Portcullis if it likes (forward auth reads `X-Original-URL`), never forwarded.
+    NeverForwarded,
+    /// Forwarded only when a trusted proxy sent it.
+    ForwardedIfTrusted,
+}
+
+/// The rules for incoming request headers, compiled from `headers.identity` and
+/// `headers.underscores_in_headers`. Deciding a name's [`Fate`] costs string comparisons, no
+/// hashing: it runs for every field of every request.
 #[derive(Debug, Default)]
 pub struct StripList {
-    names: HashSet<HeaderName>,
+    /// The configured identity headers.
+    configured: Vec<HeaderName>,
     /// `headers.underscores_in_headers`: keep other headers whose names hold `_`.
     keep_underscored: bool,
 }
 
 impl StripList {
     pub fn new(configured: impl IntoIterator<Item = HeaderName>, keep_underscored: bool) -> Self {
-        let mut names: HashSet<HeaderName> = configured.into_iter().collect();
-        names.insert(HeaderName::from_static(ASSERTION_HEADER));
-        names.extend(
-            WELL_KNOWN_IDENTITY
-                .iter()
-                .map(|n| HeaderName::from_static(n)),
-        );
         StripList {
-            names,
+            configured: configured.into_iter().collect(),
             keep_underscored,
         }
     }
 
-    /// Whether an incoming header of this name must go. Any name with `_` goes (as nginx
-    /// ignores them by default): CGI-style servers turn `-` and `_` into the same variable, so
-    /// `X_Forwarded_For` may override what Portcullis sets, and gunicorn takes a client's
-    /// `SCRIPT_NAME` header as the script name, moving the path the app routes on. With
-    /// `underscores_in_headers`, only those that name a stripped header go
-    /// (`X_Auth_Request_User`). Anything in Portcullis' own `X-Portcullis-` namespace goes too.
+    /// What becomes of an incoming header named `name`.
+    pub fn fate(&self, name: &HeaderName) -> Fate {
+        if self.matches(name) {
+            Fate::Strip
+        } else if overrides_the_request_line(name.as_str()) {
+            Fate::NeverForwarded
+        } else if describes_the_client(name.as_str()) {
+            Fate::ForwardedIfTrusted
+        } else {
+            Fate::Keep
+        }
+    }
+
+    /// Whether an incoming header of this name must go at once. Any name with `_` goes (as
+    /// nginx ignores them by default): CGI-style servers turn `-` and `_` into the same
+    /// variable, so `X_Forwarded_For` may override what Portcullis sets, and gunicorn takes a
+    /// client's `SCRIPT_NAME` header as the script name, moving the path the app routes on.
+    /// With `underscores_in_headers`, only those that name a stripped header go
+    /// (`X_Auth_Request_User`). Anything in Portcullis' own `X-Portcullis-` namespace goes
+    /// too (the assertion header among them).
     pub fn matches(&self, name: &HeaderName) -> bool {
         let s = name.as_str();
-        if self.names.contains(name)
-            || s.starts_with("x-portcullis-")
-            || s.starts_with("x_portcullis_")
-        {
+        if s.starts_with("x-portcullis-") || s.starts_with("x_portcullis_") {
             return true;
         }
         if s.contains('_') {
@@ -70,19 +145,14 @@ impl StripList {
                 return true;
             }
             let dashed = s.replace('_', "-");
-            return HeaderName::from_bytes(dashed.as_bytes())
-                .is_ok_and(|n| self.names.contains(&n));
+            return self.identity(&dashed);
         }
-        false
+        self.identity(s)
     }
 
-    /// Names in `headers` that must be removed (no allocation when there are none).
-    pub fn to_remove(&self, headers: &HeaderMap) -> Vec<HeaderName> {
-        headers
-            .keys()
-            .filter(|n| self.matches(n))
-            .cloned()
-            .collect()
+    /// Whether `name` (lower-case, with dashes) is an identity header, configured or well known.
+    fn identity(&self, name: &str) -> bool {
+        well_known_identity(name) || self.configured.iter().any(|c| c.as_str() == name)
     }
 }
 

@@ -128,33 +128,56 @@ pub struct RouteTable {
     /// Whether some route's path reads differently to lenient servers (`/Admin`), so that
     /// every request needs the second, lenient lookup.
     lenient_prefixes: bool,
-    exact: HashMap<String, PathList>,
-    /// Longest suffix first.
-    wildcard: Vec<(String, PathList)>,
+    exact: HostMap,
+    /// `*.example.com` routes under `.example.com`: a host's candidates are its own suffixes
+    /// at each dot, so the lookup costs one probe per label, however many wildcards exist.
+    wildcard: HostMap,
     any: PathList,
+}
+
+/// Host names to route lists, hashed with FNV-1a: lookups only (the keys are the config's),
+/// so an attacker choosing the looked-up host cannot grow a bucket, and FNV costs a fraction
+/// of SipHash on every request.
+type HostMap = HashMap<String, PathList, std::hash::BuildHasherDefault<Fnv>>;
+
+/// FNV-1a, 64 bits.
+#[derive(Debug)]
+pub struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Fnv {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl std::hash::Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
 }
 
 impl RouteTable {
     /// Builds the table; duplicates must have been refused by the caller.
     pub fn new(routes: Vec<Route>) -> Self {
         let mut table = RouteTable::default();
-        let mut wild: HashMap<String, PathList> = HashMap::new();
         for (i, r) in routes.iter().enumerate() {
             match &r.host {
                 HostPattern::Exact(h) => table.exact.entry(h.clone()).or_default().push(i),
-                HostPattern::Wildcard(s) => wild.entry(s.clone()).or_default().push(i),
+                HostPattern::Wildcard(s) => table.wildcard.entry(s.clone()).or_default().push(i),
                 HostPattern::Any => table.any.push(i),
             }
         }
-        table.wildcard = wild.into_iter().collect();
-        table
-            .wildcard
-            .sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.0.cmp(&b.0)));
         let by_len = |list: &mut PathList| {
             list.sort_by(|&a, &b| routes[b].path.len().cmp(&routes[a].path.len()));
         };
         table.exact.values_mut().for_each(by_len);
-        table.wildcard.iter_mut().for_each(|(_, l)| by_len(l));
+        table.wildcard.values_mut().for_each(by_len);
         by_len(&mut table.any);
         table.lenient_prefixes = routes.iter().any(|r| r.lenient_path != r.path);
         table.routes = routes.into_iter().map(Arc::new).collect();
@@ -208,13 +231,18 @@ impl RouteTable {
     /// The route lists that may serve `host`, most specific first: its exact entry, the
     /// wildcards it falls under (longest suffix first), then the host-less routes.
     fn lists<'a>(&'a self, host: &'a str) -> impl Iterator<Item = &'a PathList> + 'a {
-        let wild = self
-            .wildcard
-            .iter()
-            .filter(move |(suffix, _)| host.len() > suffix.len() && host.ends_with(suffix.as_str()))
-            .map(|(_, list)| list);
-        self.exact
-            .get(host)
+        let exact = if self.exact.is_empty() {
+            None
+        } else {
+            self.exact.get(host)
+        };
+        // `.b.example.com`, then `.example.com`, then `.com`: the longest suffix first. The
+        // host itself is never a candidate (`*.example.com` does not serve example.com).
+        let wild = host
+            .match_indices('.')
+            .filter(|_| !self.wildcard.is_empty())
+            .filter_map(move |(i, _)| self.wildcard.get(&host[i..]));
+        exact
             .into_iter()
             .chain(wild)
             .chain(std::iter::once(&self.any))

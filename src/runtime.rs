@@ -30,6 +30,9 @@ pub struct Runtime {
     pub(crate) remove_response: Vec<HeaderName>,
     /// `headers.identity`: header name and template, sent upstream for logged-in users.
     pub(crate) identity_headers: Vec<(HeaderName, String)>,
+    /// Tells these templates from those of any other load: a session's rendered headers are
+    /// kept for the templates they were rendered with.
+    pub(crate) identity_generation: u64,
     /// Login settings as compiled (pure data); `None` without providers.
     pub(crate) auth_config: Option<AuthConfig>,
     /// The live services for `auth_config`, set by [`Runtime::activate`] before serving.

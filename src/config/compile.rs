@@ -106,6 +106,10 @@ pub fn compile(file: schema::File, source: &Path) -> Result<Runtime, Problems> {
         own_pages,
         remove_response,
         identity_headers,
+        identity_generation: {
+            static LOADS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+            LOADS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        },
         auth_config,
         auth: None,
     })

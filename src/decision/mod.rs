@@ -75,9 +75,10 @@ impl Decision {
 /// What the original request carried besides its method, host and path: credentials and
 /// the browser's cross-site signals. Borrowed from wherever the request arrived. `Debug`
 /// says whether a cookie or `Authorization` was there, never what it holds.
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Default)]
 pub struct Presented<'a> {
-    pub cookie: Option<&'a str>,
+    /// Every `Cookie` header, joined.
+    pub cookie: Option<std::borrow::Cow<'a, str>>,
     pub authorization: Option<&'a str>,
     pub origin: Option<&'a str>,
     pub fetch_site: Option<&'a str>,
@@ -87,7 +88,7 @@ impl std::fmt::Debug for Presented<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let shown = |v: Option<&str>| v.map(|_| "<redacted>");
         f.debug_struct("Presented")
-            .field("cookie", &shown(self.cookie))
+            .field("cookie", &shown(self.cookie.as_deref()))
             .field("authorization", &shown(self.authorization))
             .field("origin", &self.origin)
             .field("fetch_site", &self.fetch_site)
@@ -125,7 +126,14 @@ pub struct Decided {
 /// (case-insensitive, dropping trailing dots ...) reading the path, or the app going by a
 /// trusted proxy's `X-Forwarded-Host` rather than `Host` — the request must pass that route's
 /// rules too: the stricter answer is given (see [`route`]).
-pub async fn decide(rt: &Runtime, view: &RequestView, presented: &Presented<'_>) -> Decided {
+///
+/// `presented` reads the request's credentials; it is called only when a route looks at them
+/// (an `auth: none` route never does).
+pub async fn decide<'a>(
+    rt: &Runtime,
+    view: &RequestView,
+    presented: impl FnOnce() -> Presented<'a>,
+) -> Decided {
     let routed = match route(rt, view) {
         Ok(found) => found,
         Err(denied) => {
@@ -135,6 +143,15 @@ pub async fn decide(rt: &Runtime, view: &RequestView, presented: &Presented<'_>)
             }
         }
     };
+    let looks = std::iter::once(&routed.route)
+        .chain(routed.also.iter().flatten())
+        .any(|r| r.auth != AuthMode::None);
+    let presented = if looks {
+        presented()
+    } else {
+        Presented::default()
+    };
+    let presented = &presented;
     let mut decided = decide_on(rt, routed.route, view, presented).await;
     for other in routed.also.into_iter().flatten() {
         if !matches!(decided.decision, Decision::Forward { .. }) {
@@ -261,7 +278,7 @@ async fn authenticate(
             };
         }
     }
-    match auth.session_lookup(presented.cookie).await {
+    match auth.session_lookup(presented.cookie.as_deref()).await {
         // A session from another provider does not count on this route (but is no stale one).
         Ok(Lookup::Found(s)) if s.provider == provider => Authenticated::Session(s),
         Ok(Lookup::Found(_) | Lookup::Absent) => Authenticated::Nobody,

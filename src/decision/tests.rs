@@ -218,7 +218,7 @@ fn authorize_bearer_scopes_and_mfa() {
 #[test]
 fn debug_strings_hold_no_credentials() {
     let p = Presented {
-        cookie: Some("_portcullis=SECRETCOOKIE"),
+        cookie: Some("_portcullis=SECRETCOOKIE".into()),
         authorization: Some("Bearer SECRETTOKEN"),
         origin: Some("http://app.test"),
         fetch_site: None,

@@ -73,15 +73,13 @@ pub(super) fn refusal(front: Front, refusal: &Refusal, wants_html: bool) -> Answ
     answer
 }
 
-/// Carries out `decision` for the request `view` that came through `front`; `url` is the
-/// request's own URL, where a login returns. `Ok(false)`: proxy the request upstream (the
-/// identity headers are in `ctx`); `Ok(true)`: answered here.
+/// Carries out `decision` for the request `view` that came through `front`. `Ok(false)`:
+/// proxy the request upstream (the identity headers are in `ctx`); `Ok(true)`: answered here.
 pub(super) async fn answer(
     session: &mut Session,
     ctx: &mut Ctx,
     front: Front,
     view: &RequestView,
-    url: &str,
     decision: Decision,
 ) -> Result<bool> {
     ctx.route = decision.route().cloned();
@@ -96,21 +94,26 @@ pub(super) async fn answer(
                 body: bytes::Bytes::from_static(b"Sign in required\n"),
                 ..Answer::empty(front.login_status())
             }
-            .with_location(&login_url(auth, url, &provider, step_up)),
+            .with_location(&login_url(auth, &return_url(view), &provider, step_up)),
             None => refusal(front, &Refusal::Unauthenticated, view.wants_html),
         },
         Decision::Forward { route, identity } => {
-            let headers = match &identity {
-                Some(who) => render_identity_headers(&ctx.rt.identity_headers, who),
+            let rt = &ctx.rt;
+            let rendered = identity.as_ref().map(|who| {
+                who.rendered.get_or_render(rt.identity_generation, || {
+                    render_identity_headers(&rt.identity_headers, who)
+                })
+            });
+            let headers: Vec<_> = match &rendered {
+                Some(h) if front != Front::Proxy => h.to_vec(),
                 // Anonymous checks carry the identity headers empty: front proxies that copy
                 // them onto the request (Traefik, Caddy) then overwrite whatever a client sent.
-                None if front != Front::Proxy => ctx
-                    .rt
+                None if front != Front::Proxy => rt
                     .identity_headers
                     .iter()
                     .map(|(n, _)| (n.clone(), http::HeaderValue::from_static("")))
                     .collect(),
-                None => Vec::new(),
+                _ => Vec::new(),
             };
             if front != Front::Proxy {
                 Answer {
@@ -121,7 +124,7 @@ pub(super) async fn answer(
             } else {
                 match &route.upstream {
                     Upstream::Http(_) => {
-                        ctx.identity = headers;
+                        ctx.identity = rendered;
                         return Ok(false);
                     }
                     Upstream::None => refusal(front, &Refusal::ForwardAuthOnly, view.wants_html),
@@ -130,7 +133,7 @@ pub(super) async fn answer(
                         ..Answer::empty(*status)
                     },
                     Upstream::Echo => {
-                        ctx.identity = headers;
+                        ctx.identity = rendered;
                         let mut seen = session.req_header().clone();
                         forwarded::prepare(&mut seen, ctx, &route)?;
                         let (ct, body) =
@@ -147,6 +150,24 @@ pub(super) async fn answer(
         }
     };
     write(session, ctx, answer).await
+}
+
+/// The URL a request was addressed to, where a login returns: the scheme and authority the
+/// client used (through a trusted front proxy, the ones it names), the normalised path and
+/// the query.
+pub(super) fn return_url(view: &RequestView) -> String {
+    let scheme = if view.tls { "https" } else { "http" };
+    let authority = if view.authority.is_empty() {
+        view.host.as_str()
+    } else {
+        view.authority.as_str()
+    };
+    let mut url = format!("{scheme}://{authority}{}", view.path);
+    if let Some(q) = &view.query {
+        url.push('?');
+        url.push_str(q);
+    }
+    url
 }
 
 /// Writes `answer` with a `Content-Length` (Pingora closes the connection without one), the

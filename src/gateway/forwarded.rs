@@ -14,54 +14,6 @@ pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-p
 pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 pub const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
-/// Headers that tell the app about the client, the address, scheme or path prefix it used:
-/// dropped unless a trusted proxy sent them. Frameworks and libraries read each of these (the
-/// Flask "ReverseProxied" recipe reads `X-Script-Name`, npm `request-ip` prefers
-/// `X-Client-IP` to `X-Forwarded-For`, ...).
-const UNTRUSTED_DROP: [HeaderName; 28] = [
-    http::header::FORWARDED,
-    HeaderName::from_static("x-forwarded"),
-    HeaderName::from_static("x-forwarded-port"),
-    HeaderName::from_static("x-forwarded-prefix"),
-    HeaderName::from_static("x-forwarded-server"),
-    HeaderName::from_static("x-forwarded-path"),
-    HeaderName::from_static("x-forwarded-uri"),
-    HeaderName::from_static("x-forwarded-method"),
-    HeaderName::from_static("x-forwarded-ssl"),
-    HeaderName::from_static("x-forwarded-scheme"),
-    HeaderName::from_static("x-forwarded-protocol"),
-    HeaderName::from_static("x-script-name"),
-    HeaderName::from_static("x-original-path"),
-    HeaderName::from_static("x-original-host"),
-    HeaderName::from_static("x-host"),
-    HeaderName::from_static("x-http-host-override"),
-    HeaderName::from_static("front-end-https"),
-    HeaderName::from_static("x-url-scheme"),
-    HeaderName::from_static("x-scheme"),
-    HeaderName::from_static("x-client-ip"),
-    HeaderName::from_static("client-ip"),
-    HeaderName::from_static("true-client-ip"),
-    HeaderName::from_static("cf-connecting-ip"),
-    HeaderName::from_static("fastly-client-ip"),
-    HeaderName::from_static("x-cluster-client-ip"),
-    HeaderName::from_static("x-proxyuser-ip"),
-    HeaderName::from_static("x-originating-ip"),
-    HeaderName::from_static("x-remote-addr"),
-];
-
-/// Headers that make frameworks serve another path or method than the request line names
-/// (Symfony and IIS `X-Original-URL`, method-override middleware). Portcullis decided on the
-/// request line, so the app must act on it too: always dropped, whoever sent them.
-const ALWAYS_DROP: [HeaderName; 7] = [
-    HeaderName::from_static("x-original-url"),
-    HeaderName::from_static("x-original-uri"),
-    HeaderName::from_static("x-original-method"),
-    HeaderName::from_static("x-rewrite-url"),
-    HeaderName::from_static("x-http-method-override"),
-    HeaderName::from_static("x-http-method"),
-    HeaderName::from_static("x-method-override"),
-];
-
 /// Every line of a list header, joined with `, ` (borrowed when there is one line). Proxies
 /// such as HAProxy append their own `X-Forwarded-For` line instead of extending the client's:
 /// reading only the first line would believe the client's part of the chain.
@@ -91,61 +43,58 @@ pub fn all_values<'a>(
 /// Applies the forwarding headers to the request the upstream will receive (also used to show
 /// that request in `echo://`).
 pub fn prepare(req: &mut RequestHeader, ctx: &Ctx, route: &Route) -> Result<()> {
-    let peer = ctx.peer_ip.map(|ip| ip.to_string()).unwrap_or_default();
     let trusted = ctx.peer_trusted;
-    for name in &ALWAYS_DROP {
-        if req.headers.contains_key(name) {
-            req.remove_header(name);
-        }
+    // Found when the request was read (`read::scan`): usually none.
+    for name in &ctx.not_forwarded {
+        req.remove_header(name);
     }
-    if !trusted {
-        for name in &UNTRUSTED_DROP {
-            if req.headers.contains_key(name) {
-                req.remove_header(name);
-            }
-        }
-    }
-    let incoming_xff =
-        all_values(&req.headers, &X_FORWARDED_FOR).filter(|v| trusted && !v.trim().is_empty());
-    let peer_text =
-        http::HeaderValue::from_str(&peer).unwrap_or(http::HeaderValue::from_static(""));
-    let xff = match incoming_xff {
-        Some(chain) if !peer.is_empty() => format!("{chain}, {peer}"),
-        Some(chain) => chain.into_owned(),
-        None => peer,
-    };
-    if xff.is_empty() {
-        req.remove_header(&X_FORWARDED_FOR);
+    // The peer's address as a header value, shared by X-Forwarded-For and X-Real-IP.
+    let peer_text = ctx.peer_ip.map(ip_value);
+    let incoming_xff = if trusted {
+        all_values(&req.headers, &X_FORWARDED_FOR).filter(|v| !v.trim().is_empty())
     } else {
-        req.insert_header(X_FORWARDED_FOR, xff)?;
+        None
+    };
+    let xff = match (incoming_xff, &peer_text) {
+        (Some(chain), Some(peer)) => {
+            let peer = peer.to_str().unwrap_or_default();
+            http::HeaderValue::from_str(&format!("{chain}, {peer}")).ok()
+        }
+        (Some(chain), None) => http::HeaderValue::from_str(&chain).ok(),
+        (None, peer) => peer.clone(),
+    };
+    match xff {
+        Some(v) => req.insert_header(X_FORWARDED_FOR, v)?,
+        None => {
+            req.remove_header(&X_FORWARDED_FOR);
+        }
     }
     let keep_proto = trusted && req.headers.contains_key(&X_FORWARDED_PROTO);
     let keep_host = trusted && req.headers.contains_key(&X_FORWARDED_HOST);
     if !keep_proto {
-        req.insert_header(X_FORWARDED_PROTO, if ctx.tls { "https" } else { "http" })?;
+        let proto = if ctx.tls { "https" } else { "http" };
+        req.insert_header(X_FORWARDED_PROTO, http::HeaderValue::from_static(proto))?;
     }
     if !keep_host {
         match &ctx.host_header {
-            Some(h) => req.insert_header(X_FORWARDED_HOST, h.as_str())?,
+            Some(h) => req.insert_header(X_FORWARDED_HOST, h.clone())?,
             None => {
                 req.remove_header(&X_FORWARDED_HOST);
             }
         }
     }
-    match ctx.client_ip {
+    match (ctx.client_ip, peer_text) {
         // Usually the client is the peer: reuse its text rather than format it again.
-        Some(ip) if Some(ip) == ctx.peer_ip && !peer_text.is_empty() => {
-            req.insert_header(X_REAL_IP, peer_text)?
-        }
-        Some(ip) => req.insert_header(X_REAL_IP, ip.to_string())?,
-        None => {
+        (Some(ip), Some(peer)) if Some(ip) == ctx.peer_ip => req.insert_header(X_REAL_IP, peer)?,
+        (Some(ip), _) => req.insert_header(X_REAL_IP, ip_value(ip))?,
+        (None, _) => {
             req.remove_header(&X_REAL_IP);
         }
     }
     for (n, v) in &route.headers.request_add {
         req.insert_header(n.clone(), v.clone())?;
     }
-    for (n, v) in &ctx.identity {
+    for (n, v) in ctx.identity.iter().flat_map(|h| h.iter()) {
         req.insert_header(n.clone(), v.clone())?;
     }
     if let Some(auth) = &ctx.rt.auth {
@@ -192,4 +141,56 @@ fn strip_own_cookies(req: &mut RequestHeader, base: &[u8]) -> Result<()> {
         req.insert_header(http::header::COOKIE, value)?;
     }
     Ok(())
+}
+
+/// An IP address as a header value. IPv4, the common case, is written by hand: the `fmt`
+/// machinery costs more than the rest of a request's forwarding headers.
+fn ip_value(ip: std::net::IpAddr) -> http::HeaderValue {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            let mut buf = [0u8; 15];
+            let mut n = 0;
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    buf[n] = b'.';
+                    n += 1;
+                }
+                if octet >= 100 {
+                    buf[n] = b'0' + octet / 100;
+                    n += 1;
+                }
+                if octet >= 10 {
+                    buf[n] = b'0' + (octet / 10) % 10;
+                    n += 1;
+                }
+                buf[n] = b'0' + octet % 10;
+                n += 1;
+            }
+            http::HeaderValue::from_bytes(&buf[..n])
+                .unwrap_or_else(|_| http::HeaderValue::from_static(""))
+        }
+        v6 => http::HeaderValue::from_str(&v6.to_string())
+            .unwrap_or_else(|_| http::HeaderValue::from_static("")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ip_values() {
+        for ip in [
+            "0.0.0.0",
+            "1.2.3.4",
+            "10.0.0.255",
+            "127.0.0.1",
+            "255.255.255.255",
+            "192.168.100.9",
+        ] {
+            assert_eq!(ip_value(ip.parse().unwrap()), ip);
+        }
+        assert_eq!(ip_value("::1".parse().unwrap()), "::1");
+        assert_eq!(ip_value("2001:db8::7".parse().unwrap()), "2001:db8::7");
+    }
 }

@@ -39,9 +39,12 @@ pub struct Ctx {
     peer_trusted: bool,
     client_ip: Option<IpAddr>,
     /// The `Host` the client named (or the absolute-form authority), for `X-Forwarded-Host`.
-    host_header: Option<String>,
-    /// Identity headers for the upstream (empty when anonymous).
-    identity: Vec<(http::HeaderName, http::HeaderValue)>,
+    host_header: Option<http::HeaderValue>,
+    /// Request headers that must not reach the upstream (override and client-describing
+    /// headers, see [`crate::headers::Fate`]); usually none.
+    not_forwarded: Vec<http::HeaderName>,
+    /// Identity headers for the upstream (none when anonymous), rendered once per session.
+    identity: Option<Arc<[(http::HeaderName, http::HeaderValue)]>>,
     /// `Set-Cookie` clearing a session cookie that named no live session, for whatever answer
     /// this request gets.
     clear_cookie: Option<http::HeaderValue>,
@@ -50,5 +53,13 @@ pub struct Ctx {
 impl Ctx {
     fn route_label(&self) -> &str {
         self.route.as_deref().map_or("-", |r| &r.name)
+    }
+
+    /// The `Host` the client named, as text ("" when none).
+    fn host_text(&self) -> &str {
+        self.host_header
+            .as_ref()
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
     }
 }

@@ -51,15 +51,14 @@ pub(super) fn dialect(headers: &HeaderMap, auth_view: &RequestView, envoy: bool)
     }
 }
 
-/// The original request a forward-auth check describes, and its URL (the return URL after
-/// login). `auth_view` is the check request itself, `envoy` Envoy's original target; the
+/// The original request a forward-auth check describes. `auth_view` is the check request itself, `envoy` Envoy's original target; the
 /// headers are believed only because the caller checked that the peer is a trusted proxy.
 pub(super) fn original_request(
     method: &http::Method,
     headers: &HeaderMap,
     auth_view: &RequestView,
     envoy: Option<&str>,
-) -> Result<(RequestView, String), Refusal> {
+) -> Result<RequestView, Refusal> {
     original_parts(method, headers, auth_view, envoy).map_err(Refusal::BadOriginal)
 }
 
@@ -68,7 +67,7 @@ fn original_parts(
     headers: &HeaderMap,
     auth_view: &RequestView,
     envoy: Option<&str>,
-) -> Result<(RequestView, String), &'static str> {
+) -> Result<RequestView, &'static str> {
     // A front proxy that appends instead of replacing puts the client's copy first.
     for name in [
         &X_ORIGINAL_URL,
@@ -172,11 +171,6 @@ fn original_parts(
         return Err("the original path has dot segments, encoded dots or empty segments: the app could resolve it differently than Portcullis");
     }
     let (path, query) = request::split_target(&target).map_err(|e| e.reason())?;
-    let mut url = format!("{scheme}://{authority}{path}");
-    if let Some(q) = &query {
-        url.push('?');
-        url.push_str(q);
-    }
     let view = RequestView {
         method,
         tls: scheme == "https",
@@ -194,7 +188,7 @@ fn original_parts(
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
             || headers.contains_key(http::header::SEC_WEBSOCKET_KEY),
     };
-    Ok((view, url))
+    Ok(view)
 }
 
 /// Whether a raw path is one the app behind the front proxy may route differently than
@@ -213,6 +207,7 @@ fn resolves_differently(raw_path: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gateway::answer::return_url;
 
     fn auth_view() -> RequestView {
         RequestView {
@@ -240,13 +235,13 @@ mod tests {
         h
     }
 
-    fn read(pairs: &[(&str, &str)]) -> Result<(RequestView, String), Refusal> {
+    fn read(pairs: &[(&str, &str)]) -> Result<RequestView, Refusal> {
         original_request(&http::Method::GET, &headers(pairs), &auth_view(), None)
     }
 
     #[test]
     fn nginx_original_url() {
-        let (v, url) = read(&[
+        let v = read(&[
             ("x-original-url", "HTTPS://App.Example.com:8443/a/%62?x=1"),
             ("x-original-method", "post"),
         ])
@@ -259,16 +254,16 @@ mod tests {
         assert_eq!(v.query.as_deref(), Some("x=1"));
         assert_eq!(v.client_ip, auth_view().client_ip);
         assert!(v.wants_html);
-        assert_eq!(url, "https://App.Example.com:8443/a/b?x=1");
-        let (v, _) = read(&[("x-original-url", "http://app.test?q")]).unwrap();
+        assert_eq!(return_url(&v), "https://App.Example.com:8443/a/b?x=1");
+        let v = read(&[("x-original-url", "http://app.test?q")]).unwrap();
         assert_eq!((v.path.as_str(), v.query.as_deref()), ("/", Some("q")));
-        let (v, _) = read(&[("x-original-url", "http://app.test")]).unwrap();
+        let v = read(&[("x-original-url", "http://app.test")]).unwrap();
         assert_eq!(v.path, "/");
     }
 
     #[test]
     fn traefik_forwarded_headers() {
-        let (v, url) = read(&[
+        let v = read(&[
             ("x-forwarded-host", "app.test"),
             ("x-forwarded-uri", "/x/y?z"),
             ("x-forwarded-proto", "https"),
@@ -279,7 +274,7 @@ mod tests {
         assert_eq!(v.method, http::Method::DELETE);
         assert_eq!((v.host.as_str(), v.path.as_str()), ("app.test", "/x/y"));
         assert!(v.tls && v.websocket);
-        assert_eq!(url, "https://app.test/x/y?z");
+        assert_eq!(return_url(&v), "https://app.test/x/y?z");
     }
 
     #[test]
@@ -287,11 +282,11 @@ mod tests {
         let mut auth = auth_view();
         auth.authority = "app.test".into();
         auth.host = "app.test".into();
-        let (v, url) =
+        let v =
             original_request(&http::Method::PUT, &HeaderMap::new(), &auth, Some("/p?q")).unwrap();
         assert_eq!(v.method, http::Method::PUT);
         assert_eq!((v.host.as_str(), v.path.as_str()), ("app.test", "/p"));
-        assert_eq!(url, "http://app.test/p?q");
+        assert_eq!(return_url(&v), "http://app.test/p?q");
         let t = Target::parse(b"/.portcullis/auth/envoy/a/../b?c").unwrap();
         assert_eq!(envoy_target(&t).as_deref(), Some("/a/../b?c"));
         let t = Target::parse(b"/.portcullis/auth/envoyx").unwrap();

@@ -36,7 +36,8 @@ impl ProxyHttp for Gateway {
             peer_trusted: false,
             client_ip: None,
             host_header: None,
-            identity: Vec::new(),
+            not_forwarded: Vec::new(),
+            identity: None,
             clear_cookie: None,
         }
     }
@@ -47,13 +48,13 @@ impl ProxyHttp for Gateway {
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         header_deadline::head_received();
         session.set_keepalive(Some(ctx.rt.idle_timeout.as_secs()));
-        let doomed = ctx.rt.strip.to_remove(&session.req_header().headers);
+        read::connection(session, ctx);
+        let (shape, doomed) = read::scan(session.req_header(), ctx);
         for name in doomed {
             session.req_header_mut().remove_header(&name);
         }
-        read::connection(session, ctx);
         let wants_html = read::wants_html(session.req_header());
-        let (view, envoy) = match read::request(session, ctx, wants_html) {
+        let (view, envoy) = match read::request(session, ctx, wants_html, &shape) {
             Ok(read) => read,
             Err(refusal) => {
                 let answer = answer::refusal(Front::Proxy, &refusal, wants_html);
@@ -68,15 +69,11 @@ impl ProxyHttp for Gateway {
         }
         let rt = Arc::clone(&ctx.rt);
         let req = session.req_header();
-        let cookies = read::cookie_header(&req.headers);
-        let presented = read::presented(&req.headers, cookies.as_deref());
-        let decided = decision::decide(&rt, &view, &presented).await;
-        drop(cookies);
+        let decided = decision::decide(&rt, &view, || read::presented(&req.headers)).await;
         if decided.clear_session_cookie {
             ctx.clear_cookie = clearing_cookie(&ctx.rt);
         }
-        let url = read::original_url(ctx, &view);
-        answer::answer(session, ctx, Front::Proxy, &view, &url, decided.decision).await
+        answer::answer(session, ctx, Front::Proxy, &view, decided.decision).await
     }
 
     /// Runs for proxied requests once `request_filter` let them through: where to connect.
@@ -121,7 +118,10 @@ impl ProxyHttp for Gateway {
         ctx: &mut Ctx,
     ) -> Result<()> {
         for name in &ctx.rt.remove_response {
-            resp.remove_header(name);
+            // Looking costs less than removing, which touches the case map too.
+            if resp.headers.contains_key(name) {
+                resp.remove_header(name);
+            }
         }
         if let Some(clear) = &ctx.clear_cookie {
             resp.append_header(http::header::SET_COOKIE, clear.clone())?;
@@ -223,7 +223,7 @@ impl ProxyHttp for Gateway {
             let req = session.req_header();
             telemetry::access(&telemetry::AccessRecord {
                 method: req.method.as_str(),
-                host: ctx.host_header.as_deref().unwrap_or(""),
+                host: ctx.host_text(),
                 path: req.uri.path(),
                 status,
                 duration: elapsed,
@@ -242,7 +242,7 @@ impl ProxyHttp for Gateway {
         format!(
             "{} {}{} route={}",
             req.method,
-            ctx.host_header.as_deref().unwrap_or(""),
+            ctx.host_text(),
             req.uri.path(),
             ctx.route_label()
         )
@@ -273,23 +273,19 @@ async fn forward_auth(
         let answer = answer::refusal(front, &Refusal::UntrustedPeer, auth_view.wants_html);
         return answer::write(session, ctx, answer).await;
     }
-    let (original, url) =
-        match original::original_request(&req.method, &req.headers, auth_view, envoy) {
-            Ok(read) => read,
-            Err(refusal) => {
-                let answer = answer::refusal(front, &refusal, auth_view.wants_html);
-                return answer::write(session, ctx, answer).await;
-            }
-        };
+    let original = match original::original_request(&req.method, &req.headers, auth_view, envoy) {
+        Ok(read) => read,
+        Err(refusal) => {
+            let answer = answer::refusal(front, &refusal, auth_view.wants_html);
+            return answer::write(session, ctx, answer).await;
+        }
+    };
     let rt = Arc::clone(&ctx.rt);
-    let cookies = read::cookie_header(&req.headers);
-    let presented = read::presented(&req.headers, cookies.as_deref());
-    let decided = decision::decide(&rt, &original, &presented).await;
-    drop(cookies);
+    let decided = decision::decide(&rt, &original, || read::presented(&req.headers)).await;
     if decided.clear_session_cookie {
         ctx.clear_cookie = clearing_cookie(&rt);
     }
-    answer::answer(session, ctx, front, &original, &url, decided.decision).await
+    answer::answer(session, ctx, front, &original, decided.decision).await
 }
 
 /// `/.portcullis/*`: login, hand-over, logout, userinfo; served on route hosts and the public

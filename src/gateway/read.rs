@@ -7,8 +7,9 @@
 use super::forwarded::{self, X_FORWARDED_HOST, X_FORWARDED_PROTO};
 use super::Ctx;
 use crate::decision::Presented;
+use crate::headers::Fate;
 use crate::refusal::Refusal;
-use crate::request::{self, BadRequest, RequestView, Target};
+use crate::request::{self, BadRequest, RequestView, Shape, Target};
 use http::{HeaderMap, HeaderName};
 use pingora::http::RequestHeader;
 use pingora::proxy::Session;
@@ -28,18 +29,42 @@ pub(super) fn connection(session: &Session, ctx: &mut Ctx) {
         .peer_ip
         .is_some_and(|ip| ctx.rt.trusted_proxies.contains(ip));
     let downstream_tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+    if !ctx.peer_trusted {
+        // The peer is the client; nothing it says about itself is read.
+        ctx.tls = downstream_tls;
+        ctx.client_ip = ctx.peer_ip;
+        return;
+    }
     let req = session.req_header();
-    let forwarded_https = ctx.peer_trusted
-        && req
-            .headers
-            .get(&X_FORWARDED_PROTO)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
+    let forwarded_https = req
+        .headers
+        .get(&X_FORWARDED_PROTO)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
     ctx.tls = downstream_tls || forwarded_https;
     let xff = forwarded::all_values(&req.headers, &forwarded::X_FORWARDED_FOR);
     ctx.client_ip = ctx
         .rt
         .trusted_proxies
         .client_ip(ctx.peer_ip, xff.as_deref());
+}
+
+/// One pass over the request's header fields: gathers what the size and framing limits need,
+/// names the fields to remove at once (forged identities), and notes in `ctx` those that must
+/// not be forwarded. Allocates nothing when no field needs removing.
+pub(super) fn scan(req: &RequestHeader, ctx: &mut Ctx) -> (Shape, Vec<HeaderName>) {
+    let mut shape = Shape::default();
+    let mut doomed = Vec::new();
+    for (name, value) in &req.headers {
+        shape.add(name, value);
+        match ctx.rt.strip.fate(name) {
+            Fate::Keep => {}
+            Fate::Strip => doomed.push(name.clone()),
+            Fate::NeverForwarded => ctx.not_forwarded.push(name.clone()),
+            Fate::ForwardedIfTrusted if !ctx.peer_trusted => ctx.not_forwarded.push(name.clone()),
+            Fate::ForwardedIfTrusted => {}
+        }
+    }
+    (shape, doomed)
 }
 
 /// Whether the client asked for HTML (a browser), which chooses page vs JSON answers.
@@ -59,6 +84,7 @@ pub(super) fn request(
     session: &mut Session,
     ctx: &mut Ctx,
     wants_html: bool,
+    shape: &Shape,
 ) -> Result<(RequestView, Option<String>), Refusal> {
     let req = session.req_header();
     let raw_head = || {
@@ -67,7 +93,7 @@ pub(super) fn request(
             .as_http1()
             .is_some_and(|h1| request::head_names_content_length(&h1.get_headers_raw_bytes()))
     };
-    request::check_shape(req.version, &req.headers, req.raw_path().len(), raw_head)?;
+    shape.check(req.version, req.raw_path().len(), raw_head)?;
     if req.method.as_str().bytes().any(|b| b.is_ascii_lowercase()) {
         return Err(Refusal::Malformed(BadRequest::Method));
     }
@@ -80,12 +106,8 @@ pub(super) fn request(
         routed_host(authority, req.headers.get(http::header::HOST)).map_err(Refusal::Malformed)?;
     // RFC 9112 §3.2.2: an absolute-form target's authority is the request's host.
     ctx.host_header = match authority {
-        Some(a) => Some(a.to_string()),
-        None => req
-            .headers
-            .get(http::header::HOST)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string),
+        Some(a) => http::HeaderValue::from_str(a).ok(),
+        None => req.headers.get(http::header::HOST).cloned(),
     };
     let path = target.normalised_path().map_err(Refusal::Malformed)?;
     let query = target.query.map(str::to_string);
@@ -100,7 +122,11 @@ pub(super) fn request(
         absolute_authority.as_deref(),
     )
     .map_err(Refusal::Malformed)?;
-    let own = ctx.host_header.as_deref().unwrap_or_default();
+    let own = ctx
+        .host_header
+        .as_ref()
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
     // A forward-auth check's own X-Forwarded-Host describes the original request, not this one.
     let checking = envoy.is_some() || path == "/.portcullis/auth";
     let (authority, forwarded_host) = if ctx.peer_trusted && !checking {
@@ -255,11 +281,10 @@ pub(super) fn cookie_header(headers: &HeaderMap) -> Option<Cow<'_, str>> {
     }
 }
 
-/// The credentials and cross-site signals a request carries; `cookies` is its
-/// [`cookie_header`].
-pub(super) fn presented<'a>(headers: &'a HeaderMap, cookies: Option<&'a str>) -> Presented<'a> {
+/// The credentials and cross-site signals a request carries.
+pub(super) fn presented(headers: &HeaderMap) -> Presented<'_> {
     Presented {
-        cookie: cookies,
+        cookie: cookie_header(headers),
         authorization: header_str(headers, &http::header::AUTHORIZATION),
         origin: header_str(headers, &http::header::ORIGIN),
         fetch_site: header_str(headers, &SEC_FETCH_SITE),
@@ -277,14 +302,6 @@ pub(super) fn here_url(ctx: &Ctx, view: &RequestView) -> url::Url {
     };
     url::Url::parse(&format!("{scheme}://{authority}/"))
         .unwrap_or_else(|_| url::Url::parse("http://invalid/").expect("a constant URL parses"))
-}
-
-/// The absolute URL the client asked for (the return URL after login).
-pub(super) fn original_url(ctx: &Ctx, view: &RequestView) -> String {
-    let mut url = here_url(ctx, view);
-    url.set_path(&view.path);
-    url.set_query(view.query.as_deref());
-    url.to_string()
 }
 
 #[cfg(test)]

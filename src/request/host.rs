@@ -31,15 +31,16 @@ pub fn parse_host(raw: &str) -> Result<String, BadRequest> {
         return Ok(name.to_ascii_lowercase());
     }
     let name = name.strip_suffix('.').unwrap_or(name);
-    let valid = !name.is_empty()
-        && name.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        });
-    if !valid {
+    // One pass: every label 1 to 63 letters, digits, `-` or `_` (runs on every request).
+    let mut label = 0usize;
+    for &b in name.as_bytes() {
+        match b {
+            b'.' if label > 0 => label = 0,
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' if label < 63 => label += 1,
+            _ => return Err(BadRequest::Host),
+        }
+    }
+    if label == 0 {
         return Err(BadRequest::Host);
     }
     Ok(name.to_ascii_lowercase())

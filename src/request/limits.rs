@@ -7,48 +7,65 @@ pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 /// Longest request target accepted (414 beyond).
 pub const MAX_TARGET_BYTES: usize = 16 * 1024;
 
-/// Refuses requests that are too large or framed ambiguously, before anything else reads them.
-/// `head_names_content_length` reads the raw head; it is asked only when the request has a
-/// `Transfer-Encoding` (see [`head_names_content_length`]).
-pub fn check_shape(
-    version: http::Version,
-    headers: &http::HeaderMap,
-    target_len: usize,
-    head_names_content_length: impl FnOnce() -> bool,
-) -> Result<(), Refusal> {
-    if target_len > MAX_TARGET_BYTES {
-        return Err(Refusal::TargetTooLong);
-    }
-    let size: usize = headers
-        .iter()
-        .map(|(n, v)| n.as_str().len() + v.len() + 4)
-        .sum();
-    if size > MAX_HEADER_BYTES {
-        return Err(Refusal::HeadersTooLarge);
-    }
-    if headers.contains_key(http::header::TRANSFER_ENCODING)
-        && (headers.contains_key(http::header::CONTENT_LENGTH) || head_names_content_length())
-    {
-        // Request smuggling: two framings that servers behind us may read differently.
-        return Err(Refusal::AmbiguousFraming);
-    }
-    // `5, 5` or `05` is accepted by some servers and refused by others: forward only one
-    // plain number.
-    let mut lengths = headers.get_all(http::header::CONTENT_LENGTH).iter();
-    if let Some(first) = lengths.next() {
-        let plain = |v: &[u8]| !v.is_empty() && v.len() <= 19 && v.iter().all(u8::is_ascii_digit);
-        if lengths.next().is_some()
-            || !plain(first.as_bytes())
-            || (first.len() > 1 && first.as_bytes()[0] == b'0')
-        {
-            return Err(Refusal::BadContentLength);
+/// What the limits need to know about a request's header fields, gathered in the one pass
+/// the front door makes over them ([`Shape::add`] each field, then [`Shape::check`]).
+#[derive(Debug, Default)]
+pub struct Shape {
+    size: usize,
+    hosts: usize,
+    content_lengths: usize,
+    /// Whether the (only) `Content-Length` is one plain number without a leading zero.
+    content_length_plain: bool,
+    transfer_encoding: bool,
+}
+
+impl Shape {
+    /// Counts one header field.
+    pub fn add(&mut self, name: &http::HeaderName, value: &http::HeaderValue) {
+        self.size += name.as_str().len() + value.len() + 4;
+        if *name == http::header::HOST {
+            self.hosts += 1;
+        } else if *name == http::header::CONTENT_LENGTH {
+            self.content_lengths += 1;
+            let v = value.as_bytes();
+            self.content_length_plain = !v.is_empty()
+                && v.len() <= 19
+                && v.iter().all(u8::is_ascii_digit)
+                && (v.len() == 1 || v[0] != b'0');
+        } else if *name == http::header::TRANSFER_ENCODING {
+            self.transfer_encoding = true;
         }
     }
-    let hosts = headers.get_all(http::header::HOST).iter().count();
-    if hosts > 1 || (hosts == 0 && version == http::Version::HTTP_11) {
-        return Err(Refusal::HostCount);
+
+    /// Refuses requests that are too large or framed ambiguously, before anything else reads
+    /// them. `head_names_content_length` reads the raw head; it is asked only when the request
+    /// has a `Transfer-Encoding` (see [`head_names_content_length`]).
+    pub fn check(
+        &self,
+        version: http::Version,
+        target_len: usize,
+        head_names_content_length: impl FnOnce() -> bool,
+    ) -> Result<(), Refusal> {
+        if target_len > MAX_TARGET_BYTES {
+            return Err(Refusal::TargetTooLong);
+        }
+        if self.size > MAX_HEADER_BYTES {
+            return Err(Refusal::HeadersTooLarge);
+        }
+        if self.transfer_encoding && (self.content_lengths > 0 || head_names_content_length()) {
+            // Request smuggling: two framings that servers behind us may read differently.
+            return Err(Refusal::AmbiguousFraming);
+        }
+        // `5, 5` or `05` is accepted by some servers and refused by others: forward only one
+        // plain number.
+        if self.content_lengths > 1 || (self.content_lengths == 1 && !self.content_length_plain) {
+            return Err(Refusal::BadContentLength);
+        }
+        if self.hosts > 1 || (self.hosts == 0 && version == http::Version::HTTP_11) {
+            return Err(Refusal::HostCount);
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 /// Whether the raw request head names a `Content-Length` field. Pingora drops `Content-Length`
@@ -64,6 +81,20 @@ pub fn head_names_content_length(head: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// [`Shape::check`] over every field of `headers` at once.
+    fn check_shape(
+        version: http::Version,
+        headers: &http::HeaderMap,
+        target_len: usize,
+        head_names_content_length: impl FnOnce() -> bool,
+    ) -> Result<(), Refusal> {
+        let mut shape = Shape::default();
+        for (name, value) in headers {
+            shape.add(name, value);
+        }
+        shape.check(version, target_len, head_names_content_length)
+    }
 
     #[test]
     fn request_shape_limits() {

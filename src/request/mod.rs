@@ -10,7 +10,7 @@ pub mod target;
 
 pub use client_ip::{canonical, TrustedProxies};
 pub use host::parse_host;
-pub use limits::{check_shape, head_names_content_length, MAX_TARGET_BYTES};
+pub use limits::{head_names_content_length, Shape, MAX_TARGET_BYTES};
 pub use target::{split_target, BadRequest, Target};
 
 use std::net::IpAddr;

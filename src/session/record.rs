@@ -152,6 +152,52 @@ pub struct SessionRecord {
     /// step-up that still brought no MFA ends in 403 instead of another round trip.
     #[serde(default)]
     pub stepped_up: bool,
+    /// The identity headers rendered for this session, kept with it (not stored).
+    #[serde(skip)]
+    pub rendered: RenderedHeaders,
+}
+
+/// Identity headers rendered for one session under one set of templates: rendering them
+/// allocates, and a session answers many requests. Part of no record's value: two records
+/// compare equal whatever each has rendered.
+#[derive(Clone, Default)]
+pub struct RenderedHeaders(std::sync::OnceLock<(u64, HeaderList)>);
+
+/// Header names and values, shared.
+pub type HeaderList = std::sync::Arc<[(http::HeaderName, http::HeaderValue)]>;
+
+impl RenderedHeaders {
+    /// The headers rendered under the templates of `generation`, rendering them with `render`
+    /// the first time. Kept for the first generation asked for; another one renders afresh
+    /// (the record is replaced from the store within `cache_ttl` anyway).
+    pub fn get_or_render(
+        &self,
+        generation: u64,
+        render: impl FnOnce() -> Vec<(http::HeaderName, http::HeaderValue)>,
+    ) -> HeaderList {
+        if let Some((kept, headers)) = self.0.get() {
+            if *kept == generation {
+                return std::sync::Arc::clone(headers);
+            }
+            return render().into();
+        }
+        let headers: std::sync::Arc<[_]> = render().into();
+        // Another request may have rendered them meanwhile: theirs or ours, both are right.
+        let _ = self.0.set((generation, std::sync::Arc::clone(&headers)));
+        headers
+    }
+}
+
+impl PartialEq for RenderedHeaders {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl fmt::Debug for RenderedHeaders {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RenderedHeaders")
+    }
 }
 
 fn nil_sid() -> SessionId {
@@ -173,6 +219,7 @@ impl SessionRecord {
             email: None,
             name: None,
             groups: Vec::new(),
+            rendered: RenderedHeaders::default(),
             claims: BTreeMap::new(),
             amr: Vec::new(),
             acr: None,
