@@ -32,7 +32,6 @@ fn document(title: &str, body: &str) -> Bytes {
     Bytes::from(format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
-         <meta name=\"referrer\" content=\"no-referrer\">\
          <title>{t}</title><style>{STYLE}</style></head><body><main>{body}\
          <footer>Portcullis</footer></main></body></html>",
         t = escape_html(title),
@@ -127,7 +126,7 @@ pub fn continue_to(url: &str) -> Bytes {
     let esc = escape_html(url);
     Bytes::from(format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta http-equiv=\"refresh\" content=\"0;url={esc}\"><meta name=\"referrer\" content=\"no-referrer\">\
+         <meta http-equiv=\"refresh\" content=\"0;url={esc}\">\
          <title>Signed in</title></head><body><p><a href=\"{esc}\">Continue</a></p></body></html>"
     ))
 }

@@ -205,7 +205,12 @@ pub fn parse(
             Ok(u) => {
                 by_name.insert(name, u);
             }
-            Err(list) => errors.extend(list.into_iter().map(|(k, m)| at(k, m))),
+            Err(list) => errors.extend(
+                list.into_iter()
+                    .map(|(k, m)| at(k, m))
+                    // Errors on the line of an unset variable are its echoes.
+                    .filter(|e| !unset.iter().any(|u| Some(u.line) == e.line)),
+            ),
         }
     }
     if errors.is_empty() {

@@ -29,6 +29,13 @@ pub const MAX_FORM_BYTES: usize = 8 * 1024;
 /// A used TOTP step is remembered for longer than it can be valid (±1 step of skew).
 const USED_CODE_TTL: Duration = Duration::from_secs(totp::STEP * (2 * totp::SKEW + 2));
 
+/// A page of the form. Its own `Referrer-Policy`: under `no-referrer` (which
+/// `headers.security` may set for every page) browsers send `Origin: null` with the form,
+/// which the cross-site check must refuse.
+fn page(status: StatusCode, body: bytes::Bytes) -> Answer {
+    Answer::html(status, body).with_header(http::header::REFERRER_POLICY, "same-origin")
+}
+
 pub(super) async fn login(auth: &Auth, req: &EndpointRequest<'_>) -> Answer {
     if *req.method == http::Method::POST {
         submit(auth, req).await
@@ -97,7 +104,7 @@ async fn show(auth: &Auth, req: &EndpointRequest<'_>) -> Answer {
         second: None,
     };
     let token = form_state::seal(auth, &state);
-    let answer = Answer::html(StatusCode::OK, form::sign_in(&token, "", None));
+    let answer = page(StatusCode::OK, form::sign_in(&token, "", None));
     match set_cookie {
         Some(line) => answer.with_cookie(&line),
         None => answer,
@@ -152,7 +159,7 @@ fn store_failed(provider: &str, e: &StoreError) -> Answer {
 
 fn too_many(remaining_ms: u64, again: &str) -> Answer {
     let secs = remaining_ms.div_ceil(1000).max(1);
-    Answer::html(
+    page(
         StatusCode::TOO_MANY_REQUESTS,
         form::message(
             "Too many attempts",
@@ -177,7 +184,7 @@ fn expired(auth: &Auth, req: &EndpointRequest<'_>, provider: &str, rd: &str) -> 
     };
     let token = form_state::seal(auth, &state);
     let _ = req;
-    Answer::html(
+    page(
         StatusCode::BAD_REQUEST,
         form::sign_in(
             &token,
@@ -251,7 +258,7 @@ async fn password_step(
     let password = f.get("password").map_or("", String::as_str);
     let token = || form_state::seal(auth, state);
     if username.is_empty() || password.is_empty() || username.len() > 128 {
-        return Answer::html(
+        return page(
             StatusCode::BAD_REQUEST,
             form::sign_in(&token(), "", Some("Enter your user name and password.")),
         );
@@ -274,7 +281,7 @@ async fn password_step(
         PasswordCheck::Ok(user) => user.clone(),
         other => {
             return fail_and_answer(auth, req, local, username, other.reason(), again, || {
-                Answer::html(
+                page(
                     StatusCode::UNAUTHORIZED,
                     form::sign_in(&token(), username, Some("Incorrect user name or password.")),
                 )
@@ -290,7 +297,7 @@ async fn password_step(
                 "no TOTP secret and totp: required",
                 req,
             );
-            return Answer::html(
+            return page(
                 StatusCode::FORBIDDEN,
                 form::message(
                     "Two-step verification is required",
@@ -312,7 +319,7 @@ async fn password_step(
             nonce: form_state::nonce(),
         }),
     };
-    Answer::html(
+    page(
         StatusCode::OK,
         form::second_factor(&form_state::seal(auth, &next), again, None),
     )
@@ -429,7 +436,7 @@ async fn code_step(
         };
         let token = form_state::seal(auth, &next);
         return fail_and_answer(auth, req, local, &user.name, reason, again, || {
-            Answer::html(
+            page(
                 StatusCode::UNAUTHORIZED,
                 form::second_factor(&token, again, Some("That code is not valid. Try again.")),
             )
@@ -558,7 +565,7 @@ async fn sign_in(
         Ok(u) if same_origin(&u, &req.here) => {
             Answer::empty(StatusCode::SEE_OTHER).with_location(&next)
         }
-        _ => Answer::html(StatusCode::OK, form::continue_to(&next)),
+        _ => page(StatusCode::OK, form::continue_to(&next)),
     };
     answer.with_cookie(&auth.config.cookie.set_cookie(&cookie, max_age))
 }
