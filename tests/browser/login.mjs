@@ -5,7 +5,7 @@
 //
 // Input (one JSON argument):
 //   url       the page to open first (a protected page, or /.portcullis/login?rd=...)
-//   user, password   typed into the sign-in form when it shows (once)
+//   user, password   typed into the sign-in form when it shows (`logins` times, default once)
 //   codes     typed, in turn, into the second-step form each time it shows
 //   then      URLs opened afterwards in the same browser (e.g. an mfa: true route)
 //   cross_site { action, fields }: after opening `url`, a page of another origin (about:blank)
@@ -81,13 +81,13 @@ try {
     await submit('#go');
     await record();
   } else {
-    let typedPassword = false;
+    let logins = input.logins ?? 1;
     const codes = [...(input.codes ?? [])];
     for (let i = 0; i < 10; i++) {
-      if (!typedPassword && input.user !== undefined && await page.$('input[name="username"]')) {
+      if (logins > 0 && input.user !== undefined && await page.$('input[name="username"]')) {
         await page.fill('input[name="username"]', input.user);
         await page.fill('input[name="password"]', input.password ?? '');
-        typedPassword = true;
+        logins -= 1;
         await submit('button[type="submit"]');
         await record();
       } else if (codes.length > 0 && await page.$('input[name="code"]')) {
