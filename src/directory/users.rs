@@ -77,13 +77,6 @@ impl Users {
     pub fn any_recovery_codes(&self) -> bool {
         self.by_name.values().any(|u| !u.recovery_codes.is_empty())
     }
-
-    #[cfg(test)]
-    pub fn from_list(users: Vec<User>) -> Users {
-        Users {
-            by_name: users.into_iter().map(|u| (u.name.clone(), u)).collect(),
-        }
-    }
 }
 
 #[derive(Default, Deserialize)]

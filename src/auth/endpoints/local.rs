@@ -171,7 +171,7 @@ fn too_many(remaining_ms: u64, again: &str) -> Answer {
 }
 
 /// A POST whose form token is missing, forged or expired: a fresh form, with a word on why.
-fn expired(auth: &Auth, req: &EndpointRequest<'_>, provider: &str, rd: &str) -> Answer {
+fn expired(auth: &Auth, provider: &str, rd: &str) -> Answer {
     let t = now(auth);
     let (binding, line) = form_state::new_binding(auth, t);
     let state = FormState {
@@ -183,7 +183,6 @@ fn expired(auth: &Auth, req: &EndpointRequest<'_>, provider: &str, rd: &str) -> 
         second: None,
     };
     let token = form_state::seal(auth, &state);
-    let _ = req;
     page(
         StatusCode::BAD_REQUEST,
         form::sign_in(
@@ -227,10 +226,10 @@ async fn submit(auth: &Auth, req: &EndpointRequest<'_>) -> Answer {
             "login form token missing, forged or expired",
             req,
         );
-        return expired(auth, req, &first.id, &default_rd);
+        return expired(auth, &first.id, &default_rd);
     };
     let Some(local) = auth.local(&state.provider).cloned() else {
-        return expired(auth, req, &first.id, &default_rd);
+        return expired(auth, &first.id, &default_rd);
     };
     // The return URL was checked when the form was shown; the allowed domains may have
     // changed since.
@@ -381,7 +380,7 @@ async fn code_step(
                 "second-step form submitted twice",
                 req,
             );
-            return expired(auth, req, &local.id, rd.as_str());
+            return expired(auth, &local.id, rd.as_str());
         }
         Err(e) => return store_failed(&local.id, &e),
     }
@@ -412,7 +411,7 @@ async fn code_step(
             "user removed or disabled during sign-in",
             req,
         );
-        return expired(auth, req, &local.id, rd.as_str());
+        return expired(auth, &local.id, rd.as_str());
     };
     let code: String = f
         .get("code")

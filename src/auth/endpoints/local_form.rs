@@ -52,15 +52,16 @@ struct Binding {
     created: u64,
 }
 
-/// The binding cookie's name.
+/// The binding cookie's name: host-only (`__Host-` when secure) even with a
+/// `session.cookie.domain`, so that no sibling subdomain can plant one.
 pub fn cookie_name(auth: &Auth) -> String {
-    format!("{}_login_form", auth.config.cookie.name)
+    format!("{}_login_form", auth.config.handover_cookie.name)
 }
 
-/// The binding cookie's settings: like the session cookie's, but `Lax` even when the session
-/// is `Strict` (the form is often reached through a cross-site redirect chain).
+/// The binding cookie's settings: host-only, and `Lax` even when the session is `Strict`
+/// (the form is often reached through a cross-site redirect chain).
 pub fn cookie_settings(auth: &Auth) -> CookieSettings {
-    let mut c = auth.config.cookie.clone();
+    let mut c = auth.config.handover_cookie.clone();
     if c.same_site == SameSite::Strict {
         c.same_site = SameSite::Lax;
     }
