@@ -463,3 +463,59 @@ async fn a_config_may_have_both_kinds_and_start_goes_to_the_form() {
     let (r, _) = c.password("/x", "alice", "pw").await;
     assert_eq!(r.status, 303, "{}", r.text());
 }
+
+#[test]
+fn gen_totp_prints_a_secret_its_uri_and_a_qr_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out, err) = run_cli(&["gen-totp", "--user", "alice"], dir.path(), &[]);
+    assert_eq!(code, Some(0), "{err}");
+    let secret = out.lines().nth(1).unwrap().trim();
+    let bytes = data_encoding::BASE32_NOPAD
+        .decode(secret.as_bytes())
+        .unwrap();
+    assert_eq!(bytes.len(), 20, "160 bits");
+    assert!(out.contains(&format!("    totp: {secret}")), "{out}");
+    assert!(
+        out.contains(&format!(
+            "otpauth://totp/Portcullis:alice?secret={secret}&issuer=Portcullis"
+        )),
+        "{out}"
+    );
+    let qr: Vec<&str> = out.lines().filter(|l| l.contains('█')).collect();
+    assert!(qr.len() > 10, "a QR code drawn in the terminal: {out}");
+    // Two runs, two secrets; a bad name is refused.
+    let (_, again, _) = run_cli(&["gen-totp", "--user", "alice"], dir.path(), &[]);
+    assert_ne!(again.lines().nth(1), out.lines().nth(1));
+    let (code, _, err) = run_cli(&["gen-totp", "--user", "a b"], dir.path(), &[]);
+    assert_eq!(code, Some(1), "{err}");
+}
+
+#[test]
+fn bearer_routes_need_an_oidc_provider() {
+    let setup = Setup::new();
+    setup.write(
+        "users.yaml",
+        users_yaml(&[TestUser {
+            name: "alice",
+            password: "pw",
+            extra: &[],
+        }]),
+    );
+    let yaml = setup.render(&config(
+        "",
+        "",
+        "",
+        "  - path: /\n    upstream: echo://\n    bearer: true\n",
+    ));
+    let path = setup.write("portcullis.yaml", yaml);
+    let (code, _, err) = run_cli(
+        &["check", "--config", &path.to_string_lossy()],
+        setup.path(),
+        &[],
+    );
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("routes[0].bearer: bearer tokens need an OpenID Connect provider"),
+        "{err}"
+    );
+}
