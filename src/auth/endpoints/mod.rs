@@ -67,7 +67,9 @@ pub async fn handle(auth: &Auth, req: EndpointRequest<'_>) -> Answer {
         "session" if get => handover::handover(auth, &req).await,
         "logout" if get || post => logout::logout(auth, &req).await,
         "userinfo" if get => logout::userinfo(auth, &req).await,
-        "login" if (get || post) && !auth.config.local.is_empty() => {
+        // The login form exists only with a local provider.
+        "login" if auth.config.local.is_empty() => Failure::NoSuchEndpoint.answer(req.wants_html),
+        "login" if get || post => {
             // Boxed: the form's future is large, and the proxy's own is built around it.
             Box::pin(local::login(auth, &req)).await
         }
