@@ -104,16 +104,31 @@ impl PairState {
 
 /// The key of a pair: a hash of provider, user name and address, so that store keys carry no
 /// user name or address. The name is compared case-insensitively here (whatever the case
-/// typed, it is the same person's budget).
+/// typed, it is the same person's budget). An IPv6 address counts by its /64: one host usually
+/// has a whole /64 to pick addresses from, and must not get a fresh budget with each.
 pub fn pair_key(provider: &str, user: &str, ip: Option<IpAddr>) -> String {
     let mut h = Sha256::new();
     h.update(provider.as_bytes());
     h.update([0]);
     h.update(user.to_lowercase().as_bytes());
     h.update([0]);
-    h.update(ip.map_or_else(|| "unknown".to_string(), |ip| ip.to_string()));
+    h.update(ip.map_or_else(|| "unknown".to_string(), address_key));
     let d = h.finalize();
     d[..16].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// An address as regulation sees it: IPv4 (IPv4-mapped IPv6 included) whole, IPv6 by its /64.
+fn address_key(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+    }
 }
 
 #[cfg(test)]
@@ -171,6 +186,19 @@ mod tests {
         assert_eq!(
             pair_key("local", "Alice", None),
             pair_key("local", "alice", None)
+        );
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        assert_eq!(
+            pair_key("local", "a", ip("2001:db8:1:2::1")),
+            pair_key("local", "a", ip("2001:db8:1:2:ffff::9"))
+        );
+        assert_ne!(
+            pair_key("local", "a", ip("2001:db8:1:2::1")),
+            pair_key("local", "a", ip("2001:db8:1:3::1"))
+        );
+        assert_eq!(
+            pair_key("local", "a", ip("::ffff:192.0.2.1")),
+            pair_key("local", "a", ip("192.0.2.1"))
         );
     }
 }
