@@ -18,7 +18,7 @@ RUN apt-get update \
  && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin portcullis \
  && mkdir -p /etc/portcullis
 COPY --from=build /src/target/release/portcullis /usr/local/bin/portcullis
-COPY examples/quickstart.yaml /etc/portcullis/portcullis.yaml
+COPY examples/echo.yaml /etc/portcullis/portcullis.yaml
 ENV PORTCULLIS_CONFIG=/etc/portcullis/portcullis.yaml \
     PORTCULLIS_LISTEN=0.0.0.0:8080 \
     PORTCULLIS_ADMIN_LISTEN=0.0.0.0:9901 \

@@ -11,6 +11,9 @@ pub(crate) mod auth;
 pub(crate) mod background;
 pub mod config;
 pub(crate) mod decision;
+pub(crate) mod directory;
+/// `portcullis gen-totp`: a new TOTP secret with its `otpauth://` URI and QR code.
+pub use directory::totp::enrolment_text as totp_enrolment;
 pub(crate) mod gateway;
 pub(crate) mod headers;
 pub(crate) mod oidc;

@@ -39,6 +39,16 @@ enum Command {
     GenSecret,
     /// Read a password (or client secret) on stdin, one line, and print its argon2id hash.
     HashPassword,
+    /// Print a new TOTP secret for a user of a local provider, its otpauth:// URI and a QR
+    /// code for authenticator apps.
+    GenTotp {
+        /// The user name (as in the users file).
+        #[arg(long)]
+        user: String,
+        /// The name authenticator apps show for the account.
+        #[arg(long, default_value = "Portcullis")]
+        issuer: String,
+    },
 }
 
 fn config_path(given: Option<PathBuf>) -> PathBuf {
@@ -51,6 +61,16 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::HashPassword => hash_password(),
+        Command::GenTotp { user, issuer } => match portcullis::totp_enrolment(&user, &issuer) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("portcullis: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::GenSecret => {
             let mut key = [0u8; 32];
             rand::fill(&mut key);

@@ -65,7 +65,22 @@ impl Runtime {
         for r in self.routes.routes() {
             let _ = writeln!(out, "    {} -> {}", r.name, r.upstream.describe());
         }
+        if let Some(a) = &self.auth_config {
+            let memory = matches!(a.backend, crate::auth::StoreBackend::Memory);
+            for l in &a.local {
+                out.push_str(&crate::directory::summary(l, memory));
+            }
+        }
         out
+    }
+
+    /// Files besides the config whose changes are a reload (the users files).
+    pub(crate) fn watched_files(&self) -> Vec<PathBuf> {
+        self.auth_config
+            .iter()
+            .flat_map(|a| a.local.iter())
+            .map(|l| l.users_file.clone())
+            .collect()
     }
 
     /// Builds the live login services, or reuses those of `previous` when what they are built

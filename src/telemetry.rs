@@ -97,6 +97,25 @@ pub mod metrics {
         .expect("metric names are static and registered once")
     });
 
+    /// Bans of (user, client address) pairs by the login form's brute-force regulation.
+    pub static LOGIN_BANS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+        register_int_counter_vec!(
+            "portcullis_login_bans_total",
+            "Bans of a (user, client address) pair by a local provider's brute-force regulation",
+            &["provider"]
+        )
+        .expect("metric names are static and registered once")
+    });
+
+    /// Creates a local provider's login and ban series at zero, so that they are listed
+    /// before the first login.
+    pub fn login_series(provider: &str) {
+        for result in ["success", "failure", "error"] {
+            LOGINS.with_label_values(&[provider, result]);
+        }
+        LOGIN_BANS.with_label_values(&[provider]);
+    }
+
     /// Registers every metric so that `/metrics` lists them before the first request.
     pub fn init() {
         LazyLock::force(&REQUESTS);
@@ -105,6 +124,7 @@ pub mod metrics {
         LazyLock::force(&STORE_ERRORS);
         LazyLock::force(&INVALID_COOKIES);
         LazyLock::force(&LOGINS);
+        LazyLock::force(&LOGIN_BANS);
         LazyLock::force(&AUTH_DECISIONS);
         // The session store's common operations, so that a dashboard (or a test) can tell
         // "no error yet" from a metric that does not exist.

@@ -75,8 +75,18 @@ fn check_accepts_the_quickstart_example() {
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/quickstart.yaml");
     let example = example.to_string_lossy().into_owned();
     let dir = tempfile::tempdir().expect("temporary directory");
-    let (code, out, err) = run_cli(&["check", "--config", &example], dir.path(), &[]);
+    // What scripts/run sets: a session secret and the demo user's password hash.
+    let hash = portcullis::password::hash("demo password").expect("hashing");
+    let env = [
+        (
+            "PORTCULLIS_SESSION_SECRET",
+            "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
+        ),
+        ("PORTCULLIS_DEMO_PASSWORD_HASH", hash.as_str()),
+    ];
+    let (code, out, err) = run_cli(&["check", "--config", &example], dir.path(), &env);
     assert_eq!(code, Some(0), "stdout: {out}\nstderr: {err}");
+    assert!(out.contains("local provider local: 1 user(s)"), "{out}");
 }
 
 #[test]

@@ -8,6 +8,8 @@ mod identity;
 
 pub use identity::render_identity_headers;
 
+use crate::directory::state::DirectoryState;
+use crate::directory::LocalProvider;
 use crate::oidc::{OidcProvider, ProviderSettings};
 use crate::redirect::RedirectPolicy;
 use crate::secret::Fingerprint;
@@ -52,8 +54,13 @@ pub struct AuthConfig {
     pub cookie_base: String,
     pub cache_ttl: Duration,
     pub refresh: bool,
-    /// In config order; the first is the default.
+    /// The OpenID Connect providers, in config order.
     pub providers: Vec<ProviderSettings>,
+    /// The `type: local` providers (built-in directory), in config order.
+    pub local: Vec<Arc<LocalProvider>>,
+    /// The first provider of the file, of either kind: where a login without a named
+    /// provider goes.
+    pub default_provider: Option<String>,
     pub redirects: RedirectPolicy,
     /// Hash of the settings the live services are built from (see
     /// `config::compile_auth::services_fingerprint`): the values of the secrets, those read
@@ -70,6 +77,8 @@ pub struct Auth {
     pub store: Arc<dyn SessionStore>,
     pub cache: Arc<SessionCache>,
     pub providers: HashMap<String, Arc<OidcProvider>>,
+    /// What the built-in directory remembers (regulation, used codes), beside the sessions.
+    pub directory: Arc<DirectoryState>,
     pub clock: SharedClock,
     /// Verified Bearer tokens.
     tokens: Arc<bearer::TokenCache>,
@@ -120,6 +129,19 @@ impl Auth {
         };
         // Tasks spawned from here on (cache invalidations, discovery) run on the I/O runtime.
         let _enter = io.enter();
+        let directory = Arc::new(match &config.backend {
+            StoreBackend::Memory => DirectoryState::memory(Arc::clone(&clock)),
+            StoreBackend::Redis(settings) => DirectoryState::redis(settings, Arc::clone(&clock))
+                .map_err(|e| format!("directory state: {e}"))?,
+        });
+        if !config.local.is_empty() {
+            // The dummy hash that unknown names are checked against, computed now, so that
+            // the first unknown name costs no more than a known one.
+            crate::password::warm_up();
+        }
+        for l in &config.local {
+            crate::telemetry::metrics::login_series(&l.id);
+        }
         let cache = Arc::new(SessionCache::new(
             CACHE_CAPACITY,
             config.cache_ttl,
@@ -143,6 +165,7 @@ impl Auth {
             store,
             cache,
             providers,
+            directory,
             clock,
             tokens: Arc::default(),
             tasks: Arc::new(Tasks(tasks)),
@@ -159,6 +182,7 @@ impl Auth {
             store: Arc::clone(&self.store),
             cache: Arc::clone(&self.cache),
             providers: self.providers.clone(),
+            directory: Arc::clone(&self.directory),
             clock: Arc::clone(&self.clock),
             tokens: Arc::clone(&self.tokens),
             tasks: Arc::clone(&self.tasks),
@@ -167,6 +191,11 @@ impl Auth {
 
     pub fn provider(&self, id: &str) -> Option<&Arc<OidcProvider>> {
         self.providers.get(id)
+    }
+
+    /// The `type: local` provider `id`.
+    pub fn local(&self, id: &str) -> Option<&Arc<LocalProvider>> {
+        self.config.local.iter().find(|l| l.id == id)
     }
 
     pub fn default_provider(&self) -> Option<&Arc<OidcProvider>> {
@@ -235,9 +264,37 @@ impl Auth {
         };
         let live = match record {
             Some(r) if self.config.refresh && refresh_due(&r, now) => self.refresh(r).await,
+            Some(r) if !self.directory_allows(&r) => {
+                self.end_directory_session(&r).await;
+                None
+            }
             other => other,
         };
         Ok(live.map_or(Lookup::Stale, Lookup::Found))
+    }
+
+    /// Whether a session may go on as far as the built-in directory knows: a session of a
+    /// local provider ends once its user is removed from the users file or disabled.
+    fn directory_allows(&self, r: &SessionRecord) -> bool {
+        match self.local(&r.provider) {
+            Some(l) => l.active(&r.user),
+            None => true,
+        }
+    }
+
+    async fn end_directory_session(&self, r: &SessionRecord) {
+        if let Err(e) = self.store.delete(&r.sid).await {
+            metrics::count_store_error(&e);
+        }
+        self.cache.invalidate(&r.sid);
+        crate::telemetry::audit(
+            "session_revoked",
+            serde_json::json!({
+                "user": r.user,
+                "session": r.sid.fingerprint(),
+                "reason": "the user was removed from the users file or disabled",
+            }),
+        );
     }
 
     /// Refreshes the IdP tokens of `record`, once per session across every request and

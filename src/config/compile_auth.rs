@@ -7,6 +7,7 @@ use super::error::Problems;
 use super::schema;
 use super::values;
 use crate::auth::{AuthConfig, StoreBackend};
+use crate::directory::LocalProvider;
 use crate::oidc::{ClaimNames, ProviderSettings};
 use crate::redirect::RedirectPolicy;
 use crate::routes::HostPattern;
@@ -136,8 +137,26 @@ pub fn compile_auth(
     let cookie = cookie.with_host_prefix();
 
     let mut providers = Vec::new();
+    let mut local: Vec<LocalProvider> = Vec::new();
+    let mut ids: Vec<&str> = Vec::new();
     for (i, pr) in file.providers.iter().enumerate() {
         let key = format!("providers[{i}]");
+        if !pr.id.is_empty() && ids.contains(&pr.id.as_str()) {
+            p.add(
+                format!("{key}.id"),
+                format!("duplicate provider id {:?}", pr.id),
+            );
+            continue;
+        }
+        ids.push(&pr.id);
+        if pr.kind == "local" {
+            check_id(pr, &key, p);
+            if let Some(l) = super::compile_local::local_provider(pr, &key, base, p) {
+                local.push(l);
+            }
+            continue;
+        }
+        super::compile_local::refuse_local_keys(pr, &key, p);
         if let Some(settings) = provider(pr, &key, public_url.as_ref(), base, p) {
             if providers
                 .iter()
@@ -183,6 +202,8 @@ pub fn compile_auth(
         cache_ttl,
         refresh: session.refresh,
         providers,
+        local: local.into_iter().map(Arc::new).collect(),
+        default_provider: file.providers.first().map(|pr| pr.id.clone()),
         redirects,
         fingerprint,
     })
@@ -310,14 +331,7 @@ fn redis(r: Option<&schema::Redis>, base: &Path, p: &mut Problems) -> Option<Red
     Some(settings)
 }
 
-fn provider(
-    pr: &schema::Provider,
-    key: &str,
-    public_url: Option<&url::Url>,
-    base: &Path,
-    p: &mut Problems,
-) -> Option<ProviderSettings> {
-    let before = p.0.len();
+fn check_id(pr: &schema::Provider, key: &str, p: &mut Problems) {
     if pr.id.is_empty()
         || !pr
             .id
@@ -329,16 +343,23 @@ fn provider(
             "an id of letters, digits, - and _ is required",
         );
     }
+}
+
+fn provider(
+    pr: &schema::Provider,
+    key: &str,
+    public_url: Option<&url::Url>,
+    base: &Path,
+    p: &mut Problems,
+) -> Option<ProviderSettings> {
+    let before = p.0.len();
+    check_id(pr, key, p);
     match pr.kind.as_str() {
         "oidc" => {}
-        "local" => p.add(
-            format!("{key}.type"),
-            "the local user directory is not supported by this version yet",
-        ),
-        "" => p.add(format!("{key}.type"), "required: oidc"),
+        "" => p.add(format!("{key}.type"), "required: oidc or local"),
         other => p.add(
             format!("{key}.type"),
-            format!("unknown provider type {other:?}: use oidc"),
+            format!("unknown provider type {other:?}: use oidc or local"),
         ),
     }
     let issuer = url::Url::parse(&pr.issuer)

@@ -203,6 +203,16 @@ fn compile_route(
             );
         }
     }
+    let local_provider = provider
+        .as_ref()
+        .and_then(|id| file.providers.iter().find(|pr| pr.id == *id))
+        .is_some_and(|pr| pr.kind == "local");
+    if r.bearer && local_provider {
+        p.add(
+            format!("{key}.bearer"),
+            "bearer tokens need an OpenID Connect provider: this route's provider is type: local",
+        );
+    }
     if !r.scopes.is_empty() && !r.bearer {
         p.add(
             format!("{key}.scopes"),

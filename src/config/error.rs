@@ -66,9 +66,10 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
-/// Errors gathered during validation, before they are given a place in the file.
+/// Errors gathered during validation, before they are given a place in the file; the second
+/// list holds errors already placed in another file (a provider's users file).
 #[derive(Debug, Default)]
-pub struct Problems(pub Vec<(String, String)>);
+pub struct Problems(pub Vec<(String, String)>, pub Vec<ConfigError>);
 
 impl Problems {
     /// Records that the setting at `key` is wrong, and why.
@@ -77,6 +78,6 @@ impl Problems {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.0.is_empty() && self.1.is_empty()
     }
 }

@@ -4,11 +4,12 @@
 mod compile;
 mod compile_auth;
 mod compile_headers;
+mod compile_local;
 mod compile_policy;
 mod compile_route;
 mod error;
-mod expand;
-mod locate;
+pub(crate) mod expand;
+pub(crate) mod locate;
 mod schema;
 mod values;
 pub(crate) mod watch;
@@ -23,7 +24,7 @@ use std::path::Path;
 
 /// Keys of the product contract that this version does not implement yet: naming one gives a
 /// clear "not supported yet" instead of "unknown key".
-const NOT_YET: &[&str] = &["issuer", "rate_limits", "users_file", "rate_limit"];
+const NOT_YET: &[&str] = &["issuer", "rate_limits", "rate_limit"];
 
 /// Loads and compiles the file at `path`, reading variables from the process environment.
 pub fn load(path: &Path) -> Result<Runtime, ConfigErrors> {
@@ -88,18 +89,22 @@ pub fn load_str(
         Ok(file) => match compile::compile(file, path) {
             Ok(runtime) if errors.is_empty() => return Ok(runtime),
             Ok(_) => {}
-            Err(Problems(list)) => errors.extend(
-                list.into_iter()
-                    .map(|(k, m)| locate(k, m))
-                    .filter(|e| !echo_of_unset(e)),
-            ),
+            Err(Problems(list, elsewhere)) => {
+                errors.extend(
+                    list.into_iter()
+                        .map(|(k, m)| locate(k, m))
+                        .filter(|e| !echo_of_unset(e)),
+                );
+                // Already placed in their own file (a users file).
+                errors.extend(elsewhere);
+            }
         },
     }
     Err(ConfigErrors(errors))
 }
 
 /// A syntax or type error from the YAML parser, with its place taken out of the message.
-fn yaml_error(path: &Path, e: &serde_yaml::Error) -> ConfigError {
+pub(crate) fn yaml_error(path: &Path, e: &serde_yaml::Error) -> ConfigError {
     let full = e.to_string();
     let message = match full.find(" at line ") {
         Some(i) => full[..i].to_string(),
@@ -119,7 +124,7 @@ fn yaml_error(path: &Path, e: &serde_yaml::Error) -> ConfigError {
 }
 
 /// `routes[2].upstream` from serde_ignored's path.
-fn key_of(p: &serde_ignored::Path) -> String {
+pub(crate) fn key_of(p: &serde_ignored::Path) -> String {
     use serde_ignored::Path as P;
     match p {
         P::Root => String::new(),

@@ -393,6 +393,21 @@ pub struct Provider {
     pub bearer_clients: Option<Vec<String>>,
     /// What counts as multi-factor authentication for `allow.mfa`.
     pub mfa: Mfa,
+    /// `type: local`: the users file, relative to the config file.
+    pub users_file: Option<String>,
+    /// `type: local`: `optional` or `required` (every user must have a TOTP secret).
+    pub totp: Option<String>,
+    /// `type: local`: brute-force protection of the login form.
+    pub regulation: Option<Regulation>,
+}
+
+/// `providers[].regulation` (`type: local`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Regulation {
+    pub max_retries: Option<u32>,
+    pub find_time: Option<String>,
+    pub ban_time: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -1,6 +1,9 @@
 //! Hot reload: on a change to the file (or its directory, for editors and Kubernetes ConfigMaps
 //! that swap files by rename) and on SIGHUP, the whole file is loaded again. A valid result is
 //! swapped in atomically; an invalid one is logged and the running configuration stays.
+//!
+//! The users files of local providers are part of the configuration: a change to one (an edit,
+//! or a new file renamed over it) reloads the whole, and an invalid one is refused the same way.
 
 use crate::runtime::Runtime;
 use crate::telemetry::{self, metrics};
@@ -22,7 +25,8 @@ pub struct Reloader {
 
 impl Reloader {
     pub fn new(path: PathBuf, current: Arc<ArcSwap<Runtime>>) -> Arc<Self> {
-        let hash = std::fs::read(&path).ok().map(|b| digest(&b));
+        let files = current.load().watched_files();
+        let hash = std::fs::read(&path).ok().map(|b| digest(&b, &files));
         Arc::new(Reloader {
             path,
             current,
@@ -41,7 +45,7 @@ impl Reloader {
                 return;
             }
         };
-        let hash = digest(&bytes);
+        let hash = digest(&bytes, &self.current.load().watched_files());
         if let Ok(mut last) = self.last.lock() {
             if !force && *last == Some(hash) {
                 return;
@@ -70,6 +74,11 @@ impl Reloader {
                 }
                 telemetry::apply_logging(&next.logging);
                 let routes = next.routes.routes().len();
+                // The new configuration may name other users files: hash what it reads.
+                let files = next.watched_files();
+                if let Ok(mut last) = self.last.lock() {
+                    *last = Some(digest(&bytes, &files));
+                }
                 self.current.store(Arc::new(next));
                 metrics::CONFIG_RELOADS
                     .with_label_values(&["success"])
@@ -112,28 +121,67 @@ impl Reloader {
             let _ = tx.send(event);
         })
         .map_err(std::io::Error::other)?;
-        let dir = match self.path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
+        let dir = parent_dir(&self.path);
         notify::Watcher::watch(&mut watcher, &dir, notify::RecursiveMode::NonRecursive)
             .map_err(std::io::Error::other)?;
+        let mut watched = vec![dir];
+        watch_more(
+            &mut watcher,
+            &mut watched,
+            &self.current.load().watched_files(),
+        );
         std::thread::Builder::new()
             .name("reload-watch".into())
             .spawn(move || {
-                let _watcher = watcher; // dropped, and so stopped, only with this thread
+                // The watcher is dropped, and so stopped, only with this thread.
+                let mut watcher = watcher;
                 while rx.recv().is_ok() {
                     std::thread::sleep(DEBOUNCE);
                     while rx.try_recv().is_ok() {}
                     me.reload("file", false);
+                    let files = me.current.load().watched_files();
+                    watch_more(&mut watcher, &mut watched, &files);
                 }
             })?;
         Ok(())
     }
 }
 
-fn digest(bytes: &[u8]) -> u64 {
+fn parent_dir(path: &std::path::Path) -> PathBuf {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Watches the directories of `files` not watched yet (a users file is often replaced by a
+/// rename, which only its directory sees).
+fn watch_more(
+    watcher: &mut notify::RecommendedWatcher,
+    watched: &mut Vec<PathBuf>,
+    files: &[PathBuf],
+) {
+    for f in files {
+        let dir = parent_dir(f);
+        if watched.contains(&dir) {
+            continue;
+        }
+        match notify::Watcher::watch(watcher, &dir, notify::RecursiveMode::NonRecursive) {
+            Ok(()) => watched.push(dir),
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot watch a users file's directory; SIGHUP still reloads it");
+            }
+        }
+    }
+}
+
+/// A hash of the config's text and of the files it reads that are watched (users files): a
+/// change to any of them is a reload.
+fn digest(bytes: &[u8], files: &[PathBuf]) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     bytes.hash(&mut h);
+    for f in files {
+        std::fs::read(f).ok().hash(&mut h);
+    }
     h.finish()
 }

@@ -308,8 +308,21 @@ async fn own_endpoint(
         let answer = answer::refusal(Front::Proxy, &Refusal::NoRoute, view.wants_html);
         return answer::write(session, ctx, answer).await;
     }
+    // The login form posts its fields: read them first (bounded).
+    let body = if endpoint == "login" && view.method == http::Method::POST {
+        match form_body(session).await? {
+            Some(body) => Some(body),
+            None => {
+                let answer = endpoints::Failure::FormTooLarge.answer(true);
+                return answer::write(session, ctx, answer).await;
+            }
+        }
+    } else {
+        None
+    };
     let req = session.req_header();
     let cookies = read::cookie_header(&req.headers);
+    let header = |name: &str| req.headers.get(name).and_then(|v| v.to_str().ok());
     let request = EndpointRequest {
         method: &view.method,
         endpoint,
@@ -318,10 +331,25 @@ async fn own_endpoint(
         cookie_header: cookies.as_deref(),
         wants_html: view.wants_html,
         client_ip: ctx.client_ip,
+        body: body.as_deref(),
+        origin: header("origin"),
+        fetch_site: header("sec-fetch-site"),
     };
     let answer = endpoints::handle(&auth, request).await;
     drop(cookies);
     answer::write(session, ctx, answer).await
+}
+
+/// A login form's body, read whole; `None` when it is larger than any login form.
+async fn form_body(session: &mut Session) -> Result<Option<Vec<u8>>> {
+    let mut body = Vec::new();
+    while let Some(chunk) = session.read_request_body().await? {
+        if body.len() + chunk.len() > endpoints::MAX_FORM_BYTES {
+            return Ok(None);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Some(body))
 }
 
 /// The `Set-Cookie` that clears the session cookie.

@@ -23,6 +23,8 @@ pub use keys::{KeyError, Purpose, SessionKeys};
 pub use memory::MemoryStore;
 pub use record::{SessionId, SessionRecord, UserKey};
 pub use redis::RedisStore;
+/// The way to Redis, for the built-in directory's state (regulation, used codes).
+pub(crate) use redis_conn::{store_error, Conn, Link, Used};
 pub use redis_conn::{RedisSettings, RedisTarget};
 pub use store::{
     Created, Invalidation, Invalidations, Lock, SessionStore, StoreError, StoreSettings,

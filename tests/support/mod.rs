@@ -9,6 +9,7 @@
 pub mod apps;
 pub mod front;
 pub mod idp;
+pub mod local;
 mod raw_http;
 mod raw_upstream;
 mod upstream;

@@ -42,6 +42,10 @@ pub enum Failure {
     SessionsUnavailable,
     /// Logout could not delete the session.
     NotSignedOut,
+    /// A login form posted from another site (login CSRF).
+    CrossSiteForm,
+    /// A login form post larger than any login.
+    FormTooLarge,
 }
 
 impl Failure {
@@ -60,7 +64,8 @@ impl Failure {
             Failure::IdpUnavailable => StatusCode::BAD_GATEWAY,
             Failure::CannotStart => StatusCode::INTERNAL_SERVER_ERROR,
             Failure::NotVerified => StatusCode::UNAUTHORIZED,
-            Failure::IdpRefused { .. } => StatusCode::FORBIDDEN,
+            Failure::IdpRefused { .. } | Failure::CrossSiteForm => StatusCode::FORBIDDEN,
+            Failure::FormTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Failure::CannotStore | Failure::SessionsUnavailable | Failure::NotSignedOut => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -111,6 +116,8 @@ impl Failure {
             Failure::NotSignedOut => error(
                 "sessions are temporarily unavailable; you are not signed out yet, please try again",
             ),
+            Failure::CrossSiteForm => error("a sign-in form may only be sent from this site's own sign-in page"),
+            Failure::FormTooLarge => error("the sign-in form is too large"),
         }
     }
 }

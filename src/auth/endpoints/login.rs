@@ -72,6 +72,13 @@ pub(super) fn start(auth: &Auth, req: &EndpointRequest<'_>) -> Answer {
         },
         None => req.here.join("/").unwrap_or_else(|_| req.here.clone()),
     };
+    // A local provider logs in with the form.
+    let named = req.param("provider").filter(|p| !p.is_empty());
+    let chosen = named.or_else(|| auth.config.default_provider.clone());
+    if let Some(local) = chosen.as_deref().and_then(|id| auth.local(id)) {
+        let step_up = req.param("step_up").as_deref() == Some("1");
+        return Answer::redirect(&super::login_url(auth, rd.as_str(), &local.id, step_up));
+    }
     // Logins start where the callback is, so the login cookie is there when the IdP returns.
     if !same_origin(&req.here, &auth.config.public_url) {
         let provider = req.param("provider").unwrap_or_default();
@@ -88,7 +95,12 @@ pub(super) fn start(auth: &Auth, req: &EndpointRequest<'_>) -> Answer {
     }
     let provider = match req.param("provider").filter(|p| !p.is_empty()) {
         Some(id) => auth.provider(&id),
-        None => auth.default_provider(),
+        None => auth
+            .config
+            .default_provider
+            .as_deref()
+            .and_then(|id| auth.provider(id))
+            .or_else(|| auth.default_provider()),
     };
     let Some(provider) = provider else {
         return Failure::UnknownProvider.answer(html);
@@ -326,7 +338,7 @@ pub(super) fn bounce(auth: &Auth, to: &str) -> Answer {
 }
 
 /// Whether the session cookie set on the public host also reaches `rd`'s host.
-fn cookie_covers(auth: &Auth, rd: &url::Url) -> bool {
+pub(super) fn cookie_covers(auth: &Auth, rd: &url::Url) -> bool {
     let Some(host) = rd.host_str() else {
         return false;
     };

@@ -52,7 +52,7 @@ pub(super) async fn userinfo(auth: &Auth, req: &EndpointRequest<'_>) -> Answer {
         Ok(Some(r)) => Answer::json(
             StatusCode::OK,
             &serde_json::json!({
-                "user": r.user, "email": r.email, "name": r.name, "groups": r.groups, "sub": r.sub,
+                "user": r.user, "email": r.email, "name": r.name, "groups": r.groups, "sub": r.sub, "amr": r.amr,
                 "provider": r.provider, "expires_at": r.expires_at,
             }),
         ),

@@ -4,8 +4,12 @@
 
 mod failure;
 mod handover;
+mod local;
+mod local_form;
 mod login;
 mod logout;
+
+pub use local::MAX_FORM_BYTES;
 
 pub use failure::Failure;
 
@@ -25,6 +29,12 @@ pub struct EndpointRequest<'a> {
     pub cookie_header: Option<&'a str>,
     pub wants_html: bool,
     pub client_ip: Option<IpAddr>,
+    /// The body of a `POST /.portcullis/login` (the login form's fields), at most
+    /// [`MAX_FORM_BYTES`]; `None` elsewhere.
+    pub body: Option<&'a [u8]>,
+    /// `Origin` and `Sec-Fetch-Site`, for the login form's cross-site check.
+    pub origin: Option<&'a str>,
+    pub fetch_site: Option<&'a str>,
 }
 
 impl EndpointRequest<'_> {
@@ -57,7 +67,13 @@ pub async fn handle(auth: &Auth, req: EndpointRequest<'_>) -> Answer {
         "session" if get => handover::handover(auth, &req).await,
         "logout" if get || post => logout::logout(auth, &req).await,
         "userinfo" if get => logout::userinfo(auth, &req).await,
-        "start" | "callback" | "session" | "logout" | "userinfo" => {
+        // The login form exists only with a local provider.
+        "login" if auth.config.local.is_empty() => Failure::NoSuchEndpoint.answer(req.wants_html),
+        "login" if get || post => {
+            // Boxed: the form's future is large, and the proxy's own is built around it.
+            Box::pin(local::login(auth, &req)).await
+        }
+        "start" | "callback" | "session" | "logout" | "userinfo" | "login" => {
             Failure::MethodNotAllowed.answer(req.wants_html)
         }
         _ => Failure::NoSuchEndpoint.answer(req.wants_html),
@@ -86,9 +102,15 @@ pub(super) fn same_origin(a: &url::Url, b: &url::Url) -> bool {
 
 /// The URL that begins a login and comes back to `rd` (used for the 302 on protected routes).
 /// Where a browser starts logging in; `step_up` asks the IdP for a fresh login with MFA.
+/// The one place that decides it: `/.portcullis/start` for an OpenID provider, the login
+/// form `/.portcullis/login` for a local one, both on the public URL.
 pub fn login_url(auth: &Auth, rd: &str, provider: &str, step_up: bool) -> String {
     let mut url = auth.config.public_url.clone();
-    url.set_path("/.portcullis/start");
+    if auth.local(provider).is_some() {
+        url.set_path("/.portcullis/login");
+    } else {
+        url.set_path("/.portcullis/start");
+    }
     url.query_pairs_mut()
         .clear()
         .append_pair("rd", rd)
