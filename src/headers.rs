@@ -99,24 +99,53 @@ pub enum Fate {
 /// The rules for incoming request headers, compiled from `headers.identity` and
 /// `headers.underscores_in_headers`. Deciding a name's [`Fate`] costs string comparisons, no
 /// hashing: it runs for every field of every request.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct StripList {
     /// The configured identity headers.
     configured: Vec<HeaderName>,
     /// `headers.underscores_in_headers`: keep other headers whose names hold `_`.
     keep_underscored: bool,
+    /// The first letters of every name that is not kept as it is.
+    first_letters: [bool; 256],
+}
+
+impl Default for StripList {
+    fn default() -> Self {
+        StripList::new([], false)
+    }
 }
 
 impl StripList {
     pub fn new(configured: impl IntoIterator<Item = HeaderName>, keep_underscored: bool) -> Self {
+        let configured: Vec<HeaderName> = configured.into_iter().collect();
+        let mut first_letters = [false; 256];
+        for b in [b'x', b'r', b'f', b'c', b't'] {
+            first_letters[usize::from(b)] = true;
+        }
+        for name in &configured {
+            if let Some(b) = name.as_str().as_bytes().first() {
+                first_letters[usize::from(*b)] = true;
+            }
+        }
         StripList {
-            configured: configured.into_iter().collect(),
+            configured,
             keep_underscored,
+            first_letters,
         }
     }
 
     /// What becomes of an incoming header named `name`.
     pub fn fate(&self, name: &HeaderName) -> Fate {
+        let s = name.as_str().as_bytes();
+        // Most fields (`accept`, `host`, `user-agent`, ...) are none of these: every name in
+        // the lists, and every configured one, starts with one of a few letters.
+        if !s
+            .first()
+            .is_some_and(|b| self.first_letters[usize::from(*b)])
+            && !s.contains(&b'_')
+        {
+            return Fate::Keep;
+        }
         if self.matches(name) {
             Fate::Strip
         } else if overrides_the_request_line(name.as_str()) {
@@ -276,6 +305,46 @@ mod tests {
                 assert!(shown.contains("authorization"), "{shown}");
                 assert!(shown.contains("portcullis"), "{shown}");
             }
+        }
+    }
+
+    #[test]
+    fn fates() {
+        let list = StripList::new([HeaderName::from_static("my-user")], false);
+        let fate = |n: &str| list.fate(&HeaderName::from_bytes(n.as_bytes()).unwrap());
+        for n in [
+            "my-user",
+            "x-auth-request-user",
+            "remote-user",
+            "x-portcullis-assertion",
+            "script_name",
+        ] {
+            assert_eq!(fate(n), Fate::Strip, "{n}");
+        }
+        for n in ["x-original-url", "x-http-method-override", "x-rewrite-url"] {
+            assert_eq!(fate(n), Fate::NeverForwarded, "{n}");
+        }
+        for n in [
+            "forwarded",
+            "front-end-https",
+            "fastly-client-ip",
+            "true-client-ip",
+            "cf-connecting-ip",
+            "client-ip",
+            "x-client-ip",
+            "x-forwarded-protocol",
+        ] {
+            assert_eq!(fate(n), Fate::ForwardedIfTrusted, "{n}");
+        }
+        for n in [
+            "accept",
+            "host",
+            "user-agent",
+            "cookie",
+            "x-request-id",
+            "content-type",
+        ] {
+            assert_eq!(fate(n), Fate::Keep, "{n}");
         }
     }
 

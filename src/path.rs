@@ -57,15 +57,18 @@ fn hex_upper(b: u8) -> [u8; 2] {
     [DIGITS[usize::from(b >> 4)], DIGITS[usize::from(b & 15)]]
 }
 
-/// The common case, checked in one pass: printable ASCII without `%` or `\\`, and no empty,
-/// `.`-led segment (which covers `.`, `..`, `..;x` and `//`) except a final empty one. Such a
-/// path is already normal.
+/// The common case, checked in one pass: printable ASCII without `%` or `\\`, no empty segment
+/// but a final one, and no segment that is `.` or `..` or starts with `..` or `.;`. Such a path
+/// is already normal.
 fn is_plain(bytes: &[u8]) -> bool {
     let mut prev = b'/';
-    for &b in &bytes[1..] {
+    for (i, &b) in bytes.iter().enumerate().skip(1) {
         let ok = match b {
             b'%' | b'\\' | 0..=0x20 | 0x7f..=0xff => false,
-            b'/' | b'.' => prev != b'/',
+            b'/' => prev != b'/',
+            // A segment led by a dot is a name (`.well-known`, `.portcullis`) unless it is
+            // `.` or `..`, or hides one behind `;`.
+            b'.' if prev == b'/' => !matches!(bytes.get(i + 1), None | Some(b'/' | b'.' | b';')),
             _ => true,
         };
         if !ok {
@@ -455,7 +458,13 @@ mod tests {
             }
         }
         assert!(is_plain(b"/a/b/"));
-        assert!(!is_plain(b"/a/.hidden"));
+        assert!(is_plain(b"/a/.hidden"));
+        assert!(is_plain(b"/.portcullis/auth"));
+        assert!(!is_plain(b"/a/./b"));
+        assert!(!is_plain(b"/a/.."));
+        assert!(!is_plain(b"/a/."));
+        assert!(!is_plain(b"/a/.;x/b"));
+        assert!(!is_plain(b"/a/..x"));
         assert!(!is_plain(b"/a//b"));
         assert!(!is_plain(b"/%41"));
     }

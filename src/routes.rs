@@ -238,10 +238,13 @@ impl RouteTable {
         };
         // `.b.example.com`, then `.example.com`, then `.com`: the longest suffix first. The
         // host itself is never a candidate (`*.example.com` does not serve example.com).
-        let wild = host
-            .match_indices('.')
-            .filter(|_| !self.wildcard.is_empty())
-            .filter_map(move |(i, _)| self.wildcard.get(&host[i..]));
+        let wild = (!self.wildcard.is_empty())
+            .then(|| {
+                host.match_indices('.')
+                    .filter_map(move |(i, _)| self.wildcard.get(&host[i..]))
+            })
+            .into_iter()
+            .flatten();
         exact
             .into_iter()
             .chain(wild)

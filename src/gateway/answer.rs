@@ -175,7 +175,9 @@ pub(super) fn return_url(view: &RequestView) -> String {
 /// headers only. Always `Ok(true)`: the request is answered.
 pub(super) async fn write(session: &mut Session, ctx: &Ctx, answer: Answer) -> Result<bool> {
     let head = session.req_header().method == http::Method::HEAD;
-    let mut resp = ResponseHeader::build(answer.status, Some(8))?;
+    // No case map: our own header names have no original spelling to keep, and each insert
+    // into a case-keeping header costs a second map insert.
+    let mut resp = ResponseHeader::build_no_case(answer.status, Some(12))?;
     if let Some(ct) = answer.content_type {
         resp.insert_header(http::header::CONTENT_TYPE, ct)?;
     }

@@ -3,8 +3,10 @@
 use crate::upstream::HttpUpstream;
 use pingora::upstreams::peer::HttpPeer;
 
-/// The peer to connect to for `up`, with the route's timeouts.
-pub(super) async fn peer(up: &HttpUpstream) -> std::io::Result<HttpPeer> {
+/// The peer to connect to for `up`, with the route's timeouts. `body`: the request has a body
+/// to send; without one, the write of its small head needs no timer of its own (the read
+/// timeout bounds the exchange), and a timer per request is measurable.
+pub(super) async fn peer(up: &HttpUpstream, body: bool) -> std::io::Result<HttpPeer> {
     let addr = up.addr().await?;
     let sni = if up.tls() {
         up.host().to_string()
@@ -17,7 +19,7 @@ pub(super) async fn peer(up: &HttpUpstream) -> std::io::Result<HttpPeer> {
     o.connection_timeout = Some(t.connect);
     o.total_connection_timeout = Some(t.connect);
     o.read_timeout = Some(t.read);
-    o.write_timeout = Some(t.read);
+    o.write_timeout = body.then_some(t.read);
     o.idle_timeout = Some(t.idle);
     Ok(peer)
 }

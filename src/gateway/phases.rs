@@ -77,14 +77,15 @@ impl ProxyHttp for Gateway {
     }
 
     /// Runs for proxied requests once `request_filter` let them through: where to connect.
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
         let Some(Upstream::Http(up)) = ctx.route.as_deref().map(|r| &r.upstream) else {
             return Error::e_explain(
                 ErrorType::InternalError,
                 "no HTTP upstream for this request",
             );
         };
-        match peer::peer(up).await {
+        let body = !session.is_body_empty() || session.is_upgrade_req();
+        match peer::peer(up, body).await {
             Ok(peer) => Ok(Box::new(peer)),
             Err(e) => Err(Error::explain(
                 ErrorType::ConnectNoRoute,
