@@ -19,7 +19,7 @@ ONLY=${BENCH_ONLY:-}                     # space-separated target keys to run (d
 PIN=${BENCH_PIN:-1}                      # 1: proxies on their own CPUs, wrk + upstream on the rest
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-OUT=${BENCH_OUT:-$ROOT/docs/BENCHMARKS.md}
+OUT=${BENCH_OUT:-$ROOT/docs/benchmarks/throughput.md}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 PORTCULLIS=$TARGET_DIR/release/portcullis
 BARE=$TARGET_DIR/release/examples/bare_pingora
