@@ -222,6 +222,7 @@ fn debug_strings_hold_no_credentials() {
         authorization: Some("Bearer SECRETTOKEN"),
         origin: Some("http://app.test"),
         fetch_site: None,
+        headers: None,
     };
     let shown = format!("{p:?} {p:#?}");
     assert!(!shown.contains("SECRET"), "{shown}");
