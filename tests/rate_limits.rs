@@ -195,12 +195,12 @@ routes:
     assert!(out.contains("sha256:"), "{out}");
 
     // Behind a trusted proxy, its X-Forwarded-For names the client: one budget each.
-    let pc = Portcullis::start(&format!(
+    let pc = Portcullis::start(
         "server:\n  listen: [\"127.0.0.1:@HTTP@\"]\n  threads: 1\n  trusted_proxies: [127.0.0.1/32]\n\
          admin:\n  listen: 127.0.0.1:@ADMIN@\n\
-         rate_limits:\n  - {{ name: per-ip, key: client_ip, limit: 1/m }}\n\
-         routes:\n  - {{ path: /, upstream: \"static://200\", auth: none, rate_limit: [per-ip] }}\n"
-    ));
+         rate_limits:\n  - { name: per-ip, key: client_ip, limit: 1/m }\n\
+         routes:\n  - { path: /, upstream: \"static://200\", auth: none, rate_limit: [per-ip] }\n",
+    );
     let port = pc.http_port();
     let from = |ip: &'static str| [("x-forwarded-for", ip)];
     assert_eq!(get(port, "/", &from("192.0.2.1")).await.status, 200);
