@@ -181,8 +181,19 @@ pub async fn decide<'a>(
             user: None,
             header: &header,
         };
-        let before = limiters_of(rt, &routed, false);
-        rate = rt.limiters.check(before.into_iter(), &asker, None).await;
+        rate = if routed.also.iter().all(Option::is_none) {
+            // The common case, without a list: one route, whose limiters are each listed once.
+            let before = routed.route.rate_limit.iter().copied().filter(|&i| {
+                rt.limiters
+                    .list
+                    .get(i)
+                    .is_some_and(|l| !l.after_authentication())
+            });
+            rt.limiters.check(before, &asker, None).await
+        } else {
+            let before = limiters_of(rt, &routed, false);
+            rt.limiters.check(before.into_iter(), &asker, None).await
+        };
         if let Some(note) = rate.as_ref().filter(|n| !n.admitted) {
             return limited_decision(&routed.route, note, rate.clone());
         }

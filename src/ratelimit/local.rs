@@ -18,7 +18,7 @@
 use super::gcra::{self, Outcome, Params};
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 /// The map's own hasher passes the key through: it already is a keyed hash.
@@ -52,7 +52,10 @@ struct Shard {
 pub struct LocalStore {
     shards: Box<[Shard]>,
     mask: u64,
-    per_shard: usize,
+    max_keys: usize,
+    /// Keys held, over all shards: touched only when a key comes or goes, never for a check
+    /// on a known key.
+    held: AtomicUsize,
     evicted: AtomicU64,
 }
 
@@ -60,7 +63,7 @@ impl std::fmt::Debug for LocalStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LocalStore")
             .field("shards", &self.shards.len())
-            .field("per_shard", &self.per_shard)
+            .field("max_keys", &self.max_keys)
             .finish()
     }
 }
@@ -71,7 +74,6 @@ impl LocalStore {
         let max_keys = max_keys.max(1);
         // Small stores stay in one shard so that the cap is exact; large ones get up to 64.
         let shards = (max_keys / 4096).clamp(1, 64).next_power_of_two().min(64);
-        let per_shard = max_keys.div_ceil(shards);
         LocalStore {
             shards: (0..shards)
                 .map(|_| Shard {
@@ -79,7 +81,8 @@ impl LocalStore {
                 })
                 .collect(),
             mask: shards as u64 - 1,
-            per_shard,
+            max_keys,
+            held: AtomicUsize::new(0),
             evicted: AtomicU64::new(0),
         }
     }
@@ -103,10 +106,7 @@ impl LocalStore {
         }
         let o = gcra::check(p, 0, now);
         if o.admitted {
-            if map.len() >= self.per_shard {
-                self.make_room(&mut map, now);
-            }
-            map.insert(key, o.tat);
+            self.insert(&mut map, key, o.tat, now);
         }
         o
     }
@@ -122,17 +122,28 @@ impl LocalStore {
             *t = (*t).max(tat);
             return;
         }
-        if map.len() >= self.per_shard {
-            self.make_room(&mut map, now);
+        self.insert(&mut map, key, tat, now);
+    }
+
+    /// Adds a new key to its shard's `map`, making room first at the cap. The cap holds over
+    /// all shards together (two shards at once may each add one key: at most one over per
+    /// shard).
+    fn insert(&self, map: &mut Map, key: u64, tat: u64, now: u64) {
+        if self.held.load(Ordering::Relaxed) >= self.max_keys {
+            self.make_room(map, now);
         }
         map.insert(key, tat);
+        self.held.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Drops the keys of a full shard: first those whose budget is whole again, and if that
     /// frees nothing, the eighth closest to expiry.
     fn make_room(&self, map: &mut Map, now: u64) {
+        let before = map.len();
         map.retain(|_, tat| *tat > now);
-        if map.len() < self.per_shard {
+        let expired = before - map.len();
+        self.held.fetch_sub(expired, Ordering::Relaxed);
+        if expired > 0 || map.is_empty() {
             return;
         }
         let mut tats: Vec<u64> = map.values().copied().collect();
@@ -141,24 +152,24 @@ impl LocalStore {
         let threshold = *threshold;
         let before = map.len();
         map.retain(|_, tat| *tat > threshold);
-        self.evicted
-            .fetch_add((before - map.len()) as u64, Ordering::Relaxed);
+        let dropped = before - map.len();
+        self.held.fetch_sub(dropped, Ordering::Relaxed);
+        self.evicted.fetch_add(dropped as u64, Ordering::Relaxed);
     }
 
     /// Drops every key whose budget is whole again at `now`. One shard locked at a time.
     pub fn sweep(&self, now: u64) {
         for shard in self.shards.iter() {
             let mut map = shard.map.lock().unwrap_or_else(|p| p.into_inner());
+            let before = map.len();
             map.retain(|_, tat| *tat > now);
+            self.held.fetch_sub(before - map.len(), Ordering::Relaxed);
         }
     }
 
     /// Keys held.
     pub fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.map.lock().unwrap_or_else(|p| p.into_inner()).len())
-            .sum()
+        self.held.load(Ordering::Relaxed)
     }
 
     /// Whether no key is held.
@@ -234,6 +245,11 @@ mod tests {
     fn large_stores_shard() {
         let store = LocalStore::new(1_000_000);
         assert_eq!(store.shards.len(), 64);
-        assert_eq!(store.per_shard, 15_625);
+        let p = Params::new(1, 3600 * S, 1);
+        for k in 0..200_000u64 {
+            store.check(k.wrapping_mul(0x9E37_79B9_7F4A_7C15), &p, S);
+        }
+        assert_eq!(store.len(), 200_000, "no key dropped below the cap");
+        assert_eq!(store.evicted(), 0);
     }
 }
