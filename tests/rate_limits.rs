@@ -348,7 +348,7 @@ async fn two_replicas_share_one_redis_budget_exactly() {
     assert!(pttl > 240_000 && pttl <= 300_000, "PTTL {pttl}");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_dies_under_load_and_limiting_goes_on() {
     let mut redis = RedisServer::start();
     let yaml = redis_config(&redis, "redis", "    limit: 1/m\n    burst: 3\n");
@@ -361,6 +361,23 @@ async fn redis_dies_under_load_and_limiting_goes_on() {
         assert_eq!(get(port, "/", &spent).await.status, 200);
     }
     assert_eq!(get(port, "/", &spent).await.status, 429);
+
+    // Load from four clients on their own addresses all through the outage and the restart:
+    // every answer is 200 or 429, never a 500.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load: Vec<_> = (0..4)
+        .map(|i| {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let ip = format!("198.18.0.{i}");
+                let mut seen = Vec::new();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    seen.push(get(port, "/", &[("x-forwarded-for", &ip)]).await.status);
+                }
+                seen
+            })
+        })
+        .collect();
 
     redis.stop();
     // A key Redis had refused stays refused (the local state followed Redis), and a key new
@@ -399,6 +416,15 @@ async fn redis_dies_under_load_and_limiting_goes_on() {
         },
     )
     .await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut answered = 0;
+    for task in load {
+        let seen = task.await.unwrap();
+        answered += seen.len();
+        assert!(seen.iter().all(|s| *s == 200 || *s == 429), "{seen:?}");
+        assert!(seen.contains(&429), "each client is limited: {seen:?}");
+    }
+    assert!(answered > 40, "the load ran: {answered} answers");
 }
 
 #[test]

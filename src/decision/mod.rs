@@ -195,6 +195,9 @@ pub async fn decide<'a>(
             rt.limiters.check(before.into_iter(), &asker, None).await
         };
         if let Some(note) = rate.as_ref().filter(|n| !n.admitted) {
+            metrics::AUTH_DECISIONS
+                .with_label_values(&[&routed.route.name, "rate_limited"])
+                .inc();
             return limited_decision(&routed.route, note, rate.clone());
         }
     }

@@ -251,9 +251,16 @@ impl Limiter {
         let io = crate::background::handle();
         if let StoreKind::Redis(settings) = &self.spec.store {
             let _enter = io.enter();
-            let shared = redis::Shared::new(settings, &self.spec.name)
-                .map_err(|e| format!("rate_limits {}: {e}", self.spec.name))?;
-            let _ = self.shared.set(shared);
+            match redis::Shared::new(settings, &self.spec.name) {
+                Ok(shared) => {
+                    let _ = self.shared.set(shared);
+                }
+                Err(e) => {
+                    // Not active: a later configuration retries rather than run local only.
+                    self.sweeping.store(false, Ordering::Release);
+                    return Err(format!("rate_limits {}: {e}", self.spec.name));
+                }
+            }
         }
         let weak = Arc::downgrade(self);
         io.spawn(async move {
