@@ -448,3 +448,35 @@ fn check_refuses_bad_limiters_with_their_place() {
         assert!(err.contains(&expected), "{expected}\n--- stderr ---\n{err}");
     }
 }
+
+/// A reload keeps the state of every limiter whose definition did not change, and starts a
+/// changed one afresh.
+#[tokio::test]
+async fn a_reload_keeps_unchanged_limiters() {
+    let v1 = format!(
+        "{SERVER}rate_limits:
+  - {{ name: kept, key: client_ip, limit: 1/m }}
+  - {{ name: changed, key: client_ip, limit: 1/m }}
+routes:
+  - {{ path: /kept, upstream: \"static://200\", auth: none, rate_limit: [kept] }}
+  - {{ path: /changed, upstream: \"static://200\", auth: none, rate_limit: [changed] }}
+"
+    );
+    let pc = Portcullis::start(&v1);
+    let port = pc.http_port();
+    for path in ["/kept", "/changed"] {
+        assert_eq!(get(port, path, &[]).await.status, 200);
+        assert_eq!(get(port, path, &[]).await.status, 429);
+    }
+    pc.rewrite_config(&v1.replace(
+        "name: changed, key: client_ip, limit: 1/m",
+        "name: changed, key: client_ip, limit: 2/m",
+    ));
+    pc.wait_for_stdout_line(|l| l.contains("\"event\":\"config_reloaded\""))
+        .await
+        .unwrap_or_else(|| panic!("no reload:\n{}", pc.stdout()));
+    assert_eq!(get(port, "/kept", &[]).await.status, 429, "state kept");
+    let r = get(port, "/changed", &[]).await;
+    assert_eq!(r.status, 200, "a new definition starts afresh");
+    assert_eq!(r.header("ratelimit-policy"), Some("\"changed\";q=1;w=30"));
+}

@@ -43,7 +43,14 @@ impl std::fmt::Debug for Sampler {
 
 impl Sampler {
     /// Notes a refusal of `key` at `now`; `facts` is called only when a new key is noted.
-    pub fn refused(&self, limiter: &str, key: u64, now: u64, facts: impl FnOnce() -> Facts) {
+    /// Returns the count of the line written, if one was.
+    pub fn refused(
+        &self,
+        limiter: &str,
+        key: u64,
+        now: u64,
+        facts: impl FnOnce() -> Facts,
+    ) -> Option<u64> {
         let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
         let key = if keys.contains_key(&key) || keys.len() < MAX_KEYS {
             key
@@ -53,11 +60,16 @@ impl Sampler {
         };
         match keys.get_mut(&key) {
             Some(t) if now.saturating_sub(t.since) >= INTERVAL_NS => {
-                write(limiter, &t.facts, t.pending + 1);
+                let count = t.pending + 1;
+                write(limiter, &t.facts, count);
                 t.since = now;
                 t.pending = 0;
+                Some(count)
             }
-            Some(t) => t.pending += 1,
+            Some(t) => {
+                t.pending += 1;
+                None
+            }
             None => {
                 let mut facts = facts();
                 if key == u64::MAX {
@@ -77,13 +89,16 @@ impl Sampler {
                         facts,
                     },
                 );
+                Some(1)
             }
         }
     }
 
-    /// Writes the counts of intervals that have ended and forgets quiet keys.
-    pub fn flush(&self, limiter: &str, now: u64) {
+    /// Writes the counts of intervals that have ended and forgets quiet keys. Returns the
+    /// counts written.
+    pub fn flush(&self, limiter: &str, now: u64) -> Vec<u64> {
         let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        let mut written = Vec::new();
         keys.retain(|_, t| {
             if now.saturating_sub(t.since) < INTERVAL_NS {
                 return true;
@@ -92,10 +107,17 @@ impl Sampler {
                 return false;
             }
             write(limiter, &t.facts, t.pending);
+            written.push(t.pending);
             t.since = now;
             t.pending = 0;
             true
         });
+        written
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.keys.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 }
 
@@ -112,4 +134,60 @@ fn write(limiter: &str, facts: &Facts, count: u64) {
             "reason": "rate limit exceeded",
         }),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts() -> Facts {
+        Facts {
+            key: "k".into(),
+            client_ip: None,
+            route: "r".into(),
+            user: None,
+        }
+    }
+
+    #[test]
+    fn one_line_per_key_and_interval_with_the_count() {
+        let s = Sampler::default();
+        let t0 = 5 * INTERVAL_NS;
+        assert_eq!(s.refused("l", 1, t0, facts), Some(1), "the first at once");
+        for i in 1..=99 {
+            assert_eq!(s.refused("l", 1, t0 + i, facts), None, "then counted");
+        }
+        assert_eq!(
+            s.refused("l", 2, t0, facts),
+            Some(1),
+            "another key has its own"
+        );
+        assert!(
+            s.flush("l", t0 + INTERVAL_NS / 2).is_empty(),
+            "not before the end"
+        );
+        let mut written = s.flush("l", t0 + INTERVAL_NS);
+        written.sort_unstable();
+        assert_eq!(
+            written,
+            [99],
+            "key 1's refusals in one line; key 2 had none more"
+        );
+        assert_eq!(s.len(), 1, "key 2 is forgotten");
+        assert!(s.flush("l", t0 + 2 * INTERVAL_NS).is_empty());
+        assert_eq!(s.len(), 0, "quiet keys go");
+    }
+
+    #[test]
+    fn bounded() {
+        let s = Sampler::default();
+        for k in 0..(MAX_KEYS as u64 + 500) {
+            s.refused("l", k, 1, facts);
+        }
+        assert_eq!(
+            s.len(),
+            MAX_KEYS + 1,
+            "the keys, and one line for all the others"
+        );
+    }
 }
