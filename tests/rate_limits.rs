@@ -172,6 +172,10 @@ routes:
     assert_eq!(get(port, "/api", &[key_b]).await.status, 200);
     assert_eq!(get(port, "/api", &[]).await.status, 200);
     assert_eq!(get(port, "/api", &[]).await.status, 429);
+    // A long header value is a key like any other.
+    let long = "k".repeat(6000);
+    assert_eq!(get(port, "/api", &[("x-api-key", &long)]).await.status, 200);
+    assert_eq!(get(port, "/api", &[("x-api-key", &long)]).await.status, 429);
     // route: one budget per route, for everyone.
     assert_eq!(get(port, "/a", &[]).await.status, 200);
     assert_eq!(get(port, "/a", &[]).await.status, 429);

@@ -216,6 +216,11 @@ pub(super) fn rate(s: &str) -> Result<(u64, Duration), String> {
             "invalid rate {s:?}: the period must be at least 1ms"
         ));
     }
+    if period > Duration::from_secs(366 * 86400) {
+        return Err(format!(
+            "invalid rate {s:?}: the period must be at most 366d"
+        ));
+    }
     if u128::from(count) > period.as_nanos() / 1000 {
         return Err(format!(
             "invalid rate {s:?}: at most one request per microsecond"
