@@ -3,7 +3,8 @@
 //! for. The first refusal of a key is written at once; those that follow within the interval
 //! are counted and written as one line when the interval ends (by the limiter's background
 //! sweep, or by the next refusal after it). Bounded: beyond [`MAX_KEYS`] keys in one interval,
-//! refusals of further keys are written together under the key `*`.
+//! refusals of further keys are written together under the key `*`. Sharded like the store, so
+//! that a flood of refusals on many cores does not queue on one lock.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -13,6 +14,7 @@ use std::sync::Mutex;
 pub const INTERVAL_NS: u64 = 10_000_000_000;
 /// Keys remembered per limiter within one interval.
 const MAX_KEYS: usize = 10_000;
+const SHARDS: usize = 16;
 
 /// What a line says besides the count.
 #[derive(Debug, Clone)]
@@ -30,9 +32,16 @@ struct Tally {
 }
 
 /// One limiter's refusals not yet written.
-#[derive(Default)]
 pub struct Sampler {
-    keys: Mutex<HashMap<u64, Tally>>,
+    shards: [Mutex<HashMap<u64, Tally>>; SHARDS],
+}
+
+impl Default for Sampler {
+    fn default() -> Self {
+        Sampler {
+            shards: std::array::from_fn(|_| Mutex::new(HashMap::new())),
+        }
+    }
 }
 
 impl std::fmt::Debug for Sampler {
@@ -51,8 +60,9 @@ impl Sampler {
         now: u64,
         facts: impl FnOnce() -> Facts,
     ) -> Option<u64> {
-        let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
-        let key = if keys.contains_key(&key) || keys.len() < MAX_KEYS {
+        let shard = &self.shards[(key >> 48) as usize % SHARDS];
+        let mut keys = shard.lock().unwrap_or_else(|p| p.into_inner());
+        let key = if keys.contains_key(&key) || keys.len() < MAX_KEYS / SHARDS {
             key
         } else {
             // The overflow bucket.
@@ -97,8 +107,20 @@ impl Sampler {
     /// Writes the counts of intervals that have ended and forgets quiet keys. Returns the
     /// counts written.
     pub fn flush(&self, limiter: &str, now: u64) -> Vec<u64> {
-        let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
         let mut written = Vec::new();
+        for shard in &self.shards {
+            let mut keys = shard.lock().unwrap_or_else(|p| p.into_inner());
+            Self::flush_shard(&mut keys, limiter, now, &mut written);
+        }
+        written
+    }
+
+    fn flush_shard(
+        keys: &mut HashMap<u64, Tally>,
+        limiter: &str,
+        now: u64,
+        written: &mut Vec<u64>,
+    ) {
         keys.retain(|_, t| {
             if now.saturating_sub(t.since) < INTERVAL_NS {
                 return true;
@@ -112,12 +134,14 @@ impl Sampler {
             t.pending = 0;
             true
         });
-        written
     }
 
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.keys.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).len())
+            .sum()
     }
 }
 
@@ -181,13 +205,13 @@ mod tests {
     #[test]
     fn bounded() {
         let s = Sampler::default();
-        for k in 0..(MAX_KEYS as u64 + 500) {
-            s.refused("l", k, 1, facts);
+        for k in 0..(MAX_KEYS as u64 * 2) {
+            s.refused("l", k.wrapping_mul(0x9E37_79B9_7F4A_7C15), 1, facts);
         }
         assert_eq!(
             s.len(),
-            MAX_KEYS + 1,
-            "the keys, and one line for all the others"
+            MAX_KEYS + SHARDS,
+            "the keys, and per shard one line for all the others"
         );
     }
 }
