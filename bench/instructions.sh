@@ -14,7 +14,8 @@ PORT_BASE=${BENCH_PORT_BASE:-19080}
 SKIP_BUILD=${BENCH_SKIP_BUILD:-0}
 ONLY=${BENCH_ONLY:-}
 # BENCH_KEEP=DIR keeps each row's callgrind dump there, for callgrind_annotate.
-# Extra rows, as they land: each is "key|label|yaml file relative to bench/instructions/"
+# Extra rows, as they land: each is "key|label|yaml file relative to bench/instructions/",
+# separated by spaces, or by newlines (then a label may hold spaces)
 EXTRA=${BENCH_EXTRA:-}
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -334,7 +335,12 @@ done
 # Rows added by later capabilities: a YAML fragment (routes and what they need) in
 # bench/instructions/<key>.yaml, with @UPSTREAM@, @REDIS@ and @SECRET@ placeholders, driven
 # with the authenticated request.
-for extra in $EXTRA; do
+# Rows are separated by spaces, or by newlines when there is one (then labels may hold spaces).
+EXTRA_SEP=' '
+[[ $EXTRA == *$'\n'* ]] && EXTRA_SEP=$'\n'
+IFS=$EXTRA_SEP read -r -d '' -a EXTRA_ROWS <<<"$EXTRA" || true
+for extra in "${EXTRA_ROWS[@]}"; do
+    [[ -n $extra ]] || continue
     IFS='|' read -r key label file <<<"$extra"
     want "$key" || continue
     free_port

@@ -21,6 +21,7 @@ pub(crate) mod pages;
 pub mod password;
 pub(crate) mod path;
 pub(crate) mod policy;
+pub mod ratelimit;
 pub(crate) mod redirect;
 pub(crate) mod refusal;
 pub(crate) mod request;

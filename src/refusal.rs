@@ -41,6 +41,8 @@ pub enum Refusal {
     UntrustedPeer,
     /// A forward-auth check whose description of the original request cannot be used.
     BadOriginal(&'static str),
+    /// A rate limiter refused: try again in this many seconds (`Retry-After`).
+    RateLimited(u64),
 }
 
 impl Refusal {
@@ -65,6 +67,7 @@ impl Refusal {
             | Refusal::MfaRequired
             | Refusal::UntrustedPeer => StatusCode::FORBIDDEN,
             Refusal::SessionsUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Refusal::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -92,6 +95,7 @@ impl Refusal {
                 "forward-auth requests are accepted only from trusted proxies"
             }
             Refusal::BadOriginal(why) => why,
+            Refusal::RateLimited(_) => "too many requests: try again later",
         }
     }
 
@@ -116,6 +120,7 @@ impl Refusal {
         match self.status() {
             StatusCode::UNAUTHORIZED => "unauthenticated",
             StatusCode::FORBIDDEN => "forbidden",
+            StatusCode::TOO_MANY_REQUESTS => "rate_limited",
             _ => "error",
         }
     }
@@ -152,5 +157,8 @@ mod tests {
         assert_eq!(Refusal::Denied.label(), "forbidden");
         assert_eq!(Refusal::Unauthenticated.label(), "unauthenticated");
         assert_eq!(Refusal::NoRoute.label(), "error");
+        assert_eq!(Refusal::RateLimited(3).status(), 429);
+        assert_eq!(Refusal::RateLimited(3).label(), "rate_limited");
+        assert_eq!(Refusal::RateLimited(3).challenge(), None);
     }
 }

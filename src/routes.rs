@@ -47,6 +47,8 @@ pub struct Route {
     pub csrf: bool,
     /// This route's metric series, looked up once at load instead of per request.
     pub metrics: RouteMetrics,
+    /// The limiters that must all admit a request (indices into the runtime's limiters).
+    pub rate_limit: Vec<usize>,
 }
 
 /// Handles to a route's Prometheus series. Creating them also makes every route's series

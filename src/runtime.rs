@@ -37,6 +37,8 @@ pub struct Runtime {
     pub(crate) auth_config: Option<AuthConfig>,
     /// The live services for `auth_config`, set by [`Runtime::activate`] before serving.
     pub(crate) auth: Option<Arc<Auth>>,
+    /// Every rate limiter (`rate_limits` and the built-in `auth-endpoints`).
+    pub(crate) limiters: crate::ratelimit::Limiters,
 }
 
 impl Runtime {
@@ -88,6 +90,8 @@ impl Runtime {
     /// does not touch those keeps every session and connection, and still serves its own
     /// per-request settings (cookies, return-URL domains).
     pub fn activate(&mut self, previous: Option<&Runtime>) -> Result<(), String> {
+        // Unchanged limiters keep their state (and their Redis connection) across a reload.
+        self.limiters.activate(previous.map(|p| &p.limiters))?;
         let Some(config) = &self.auth_config else {
             self.auth = None;
             return Ok(());

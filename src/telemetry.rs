@@ -64,6 +64,16 @@ pub mod metrics {
         )
         .expect("metric names are static and registered once")
     });
+    /// `portcullis_rate_limited_total{limiter}`: requests refused by a rate limiter.
+    pub static RATE_LIMITED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+        register_int_counter_vec!(
+            "portcullis_rate_limited_total",
+            "Requests refused by a rate limiter, by limiter",
+            &["limiter"]
+        )
+        .expect("metric names are static and registered once")
+    });
+
     /// Counts a failed session store operation, under the operation's name: the one way
     /// store errors reach `portcullis_store_errors_total`.
     pub fn count_store_error(e: &crate::session::StoreError) {
@@ -126,9 +136,10 @@ pub mod metrics {
         LazyLock::force(&LOGINS);
         LazyLock::force(&LOGIN_BANS);
         LazyLock::force(&AUTH_DECISIONS);
+        LazyLock::force(&RATE_LIMITED);
         // The session store's common operations, so that a dashboard (or a test) can tell
         // "no error yet" from a metric that does not exist.
-        for op in ["get", "create", "update", "delete"] {
+        for op in ["get", "create", "update", "delete", "ratelimit"] {
             STORE_ERRORS.with_label_values(&[op]);
         }
         CONFIG_RELOADS.with_label_values(&["success"]);

@@ -34,18 +34,31 @@ const IDENTITY: [&str; 4] = [
     "x-portcullis-assertion",
 ];
 
-/// Routes the tests add to the example's: a public path, and one only admins may use.
+/// Routes the tests add to the example's: a public path, one only admins may use, and one
+/// with a tight rate limit (defined after the routes).
 const EXTRA_ROUTES: &str = "
   - name: public
     host: ${APP_HOST}
     path: /public
     auth: none
 
+  - name: limited
+    host: ${APP_HOST}
+    path: /limited
+    auth: none
+    rate_limit: [tight]
+
   - name: admin
     host: ${APP_HOST}
     path: /admin
     auth: required
     allow: { groups: [admins] }
+
+rate_limits:
+  - name: tight
+    key: client_ip
+    limit: 1/m
+    burst: 2
 ";
 
 /// The parts of `examples/nginx/nginx.conf` a test cannot run: a certificate, and port 80.
@@ -287,6 +300,7 @@ macro_rules! with_both_fronts {
 }
 
 with_both_fronts!(
+    rate_limited_through_the_front_proxy,
     login_through_the_front_proxy_reaches_the_app_with_identity,
     forged_identity_headers_never_reach_the_app,
     api_requests_without_a_session_get_401,
@@ -531,6 +545,60 @@ async fn forged_identity_headers_never_reach_the_app(kind: Kind) {
             "{kind:?}: forged {name}: {value} reached the app"
         );
     }
+}
+
+/// A rate limiter's refusal reaches the client as 429 with `Retry-After` through either front
+/// proxy: Caddy passes Portcullis' 429 on; nginx, which turns anything but 401/403 from
+/// `auth_request` into a 500, gets a 403 with `Retry-After` that the example's `error_page 403`
+/// turns into the 429.
+async fn rate_limited_through_the_front_proxy(kind: Kind) {
+    let w = World::start(kind);
+    w.ready().await;
+    let client = w.client();
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        let r = client
+            .get(w.url("/limited/x"))
+            .header("accept", "application/json")
+            .send()
+            .await
+            .expect("GET /limited/x");
+        let status = r.status().as_u16();
+        let header = |n: &str| {
+            r.headers()
+                .get(n)
+                .map(|v| v.to_str().unwrap_or_default().to_string())
+        };
+        let (retry, policy, rate) = (
+            header("retry-after"),
+            header("ratelimit-policy"),
+            header("ratelimit"),
+        );
+        let body = r.text().await.unwrap_or_default();
+        statuses.push(status);
+        if status == 429 {
+            let secs: u64 = retry
+                .as_deref()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("{kind:?}: Retry-After, got {retry:?}"));
+            assert!((59..=60).contains(&secs), "{kind:?}: Retry-After {secs}");
+            assert_eq!(policy.as_deref(), Some("\"tight\";q=2;w=120"), "{kind:?}");
+            assert!(
+                rate.as_deref()
+                    .is_some_and(|v| v.starts_with("\"tight\";r=0;t=")),
+                "{kind:?}: RateLimit {rate:?}"
+            );
+            let json: serde_json::Value = serde_json::from_str(&body)
+                .unwrap_or_else(|e| panic!("{kind:?}: JSON, got {body:?}: {e}"));
+            assert_eq!(json["error"], "rate_limited", "{kind:?}");
+        }
+    }
+    assert_eq!(statuses, [200, 200, 429], "{kind:?}\n{}", w.front.log());
+    assert_eq!(
+        w.received_on("/limited/x"),
+        2,
+        "{kind:?}: the refused one never reached the app"
+    );
 }
 
 /// Requests that are not browser navigations get 401 JSON without a session, never a redirect,

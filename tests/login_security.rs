@@ -117,8 +117,11 @@ fn idp_config(bases: &[&str]) -> IdpConfig {
 }
 
 fn config_yaml(base: &str, idp: &Idp, up: &Upstream, o: &Opts) -> String {
+    // Many logins from 127.0.0.1 per test: the built-in auth-endpoints limiter (burst 10,
+    // tests/rate_limits.rs) made roomy.
     format!(
-        "server:\n  listen: [\"127.0.0.1:@HTTP@\"]\n  threads: 1\n  public_url: {base}\n\
+        "rate_limits:\n  - {{ name: auth-endpoints, key: client_ip, limit: 6000/m, burst: 1000 }}\n\
+         server:\n  listen: [\"127.0.0.1:@HTTP@\"]\n  threads: 1\n  public_url: {base}\n\
          admin:\n  listen: 127.0.0.1:@ADMIN@\n{extra}\
          session:\n  secrets: [\"{secret}\"]\n  cookie: {{ {cookie} }}\n\
          providers:\n  - id: test\n    type: oidc\n    issuer: {issuer}\n    client_id: portcullis\n    client_secret: {CLIENT_SECRET}\n    scopes: [openid, email, profile, groups]\n\

@@ -90,6 +90,7 @@ pub fn compile(file: schema::File, source: &Path) -> Result<Runtime, Problems> {
     let routes = super::compile_route::routes(&file, base, &timeouts, &mut p);
     let hosts: Vec<HostPattern> = routes.iter().map(|r| r.host.clone()).collect();
     let auth_config = super::compile_auth::compile_auth(&file, &hosts, base, &mut p);
+    let limiters = super::compile_limits::limiters(&file, auth_config.as_ref(), &mut p);
 
     if !p.is_empty() {
         return Err(p);
@@ -112,6 +113,7 @@ pub fn compile(file: schema::File, source: &Path) -> Result<Runtime, Problems> {
         },
         auth_config,
         auth: None,
+        limiters,
     })
 }
 

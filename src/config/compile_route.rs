@@ -19,6 +19,8 @@ struct Shared<'a> {
     /// `providers[].id`, in order: the first is the default.
     providers: Vec<String>,
     builtin: schema::SecurityHeaders,
+    /// Limiter names to their index in the runtime's limiters.
+    limit_names: HashMap<String, usize>,
 }
 
 /// Every route of the file; duplicates (same host and path) are errors.
@@ -40,6 +42,7 @@ pub(super) fn routes(
         timeouts,
         providers: file.providers.iter().map(|pr| pr.id.clone()).collect(),
         builtin: schema::Headers::default().security,
+        limit_names: super::compile_limits::names(file),
     };
     let mut seen: HashMap<(HostPattern, String), usize> = HashMap::new();
     let mut out = Vec::new();
@@ -219,6 +222,7 @@ fn compile_route(
             "scopes apply to Bearer tokens: set bearer: true as well",
         );
     }
+    let rate_limit = super::compile_limits::route_limits(r, key, &shared.limit_names, p);
     let (Some(host), Some(path), Some(upstream), Some(auth)) = (host, path, upstream, auth) else {
         return None;
     };
@@ -243,6 +247,7 @@ fn compile_route(
         bearer: r.bearer,
         scopes: r.scopes.clone(),
         csrf: r.csrf.unwrap_or(true),
+        rate_limit,
     })
 }
 

@@ -19,7 +19,25 @@ pub struct File {
     pub headers: Headers,
     pub session: Option<Session>,
     pub providers: Vec<Provider>,
+    pub rate_limits: Vec<RateLimit>,
     pub routes: Vec<Route>,
+}
+
+/// `rate_limits[]`: one limiter (SPEC §3, §5 "Rate limiting").
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RateLimit {
+    pub name: String,
+    /// `client_ip` | `user` | `route` | `header:NAME`.
+    pub key: String,
+    /// `100/s`, `600/m`, `5/15m`.
+    pub limit: String,
+    /// Requests a fresh key may make at once (default 1).
+    pub burst: Option<u64>,
+    /// `local` (default) or `redis`.
+    pub store: Option<String>,
+    /// Keys held at most by a local store (default 1 000 000).
+    pub max_keys: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -219,6 +237,8 @@ pub struct Route {
     pub scopes: Vec<String>,
     /// Refuse cross-site unsafe-method requests authenticated by the session cookie.
     pub csrf: Option<bool>,
+    /// Names of `rate_limits` that must all admit a request.
+    pub rate_limit: Vec<String>,
 }
 
 /// `allow:`/`deny:` accept a single rule or a list of rules. Not `untagged`: that would hide

@@ -51,17 +51,51 @@ fn every_unknown_key_is_reported_with_its_place() {
 }
 
 #[test]
-fn keys_of_later_capabilities_say_so() {
-    let errs =
-        errors("rate_limits:\n  - name: x\nroutes:\n  - upstream: echo://\n    rate_limit: [x]\n");
-    assert_eq!(errs.len(), 2);
-    assert!(
-        errs[0].starts_with("/etc/portcullis/test.yaml:1:1: rate_limits: not supported"),
-        "{errs:?}"
+fn rate_limit_errors_name_their_place() {
+    let errs = errors(
+        "rate_limits:\n  - name: a\n    key: cookie\n    limit: 0/s\n  - name: b\n    key: client_ip\n    limit: 10/parsec\n    burst: 0\n  - name: c\n    key: \"header:\"\n    limit: 1/s\n    store: redis\n  - name: a\n    key: route\n    limit: 1/s\nroutes:\n  - upstream: echo://\n    rate_limit: [a, nope]\n",
+    );
+    assert_eq!(
+        errs,
+        [
+            "/etc/portcullis/test.yaml:18:21: routes[0].rate_limit[1]: no limiter named \"nope\" under rate_limits (defined: a, auth-endpoints, b, c)",
+            "/etc/portcullis/test.yaml:3:5: rate_limits[0].key: unknown key kind \"cookie\": expected client_ip, user, route or header:NAME",
+            "/etc/portcullis/test.yaml:4:5: rate_limits[0].limit: invalid rate \"0/s\": the count must be at least 1",
+            "/etc/portcullis/test.yaml:7:5: rate_limits[1].limit: invalid rate \"10/parsec\": expected requests/period, e.g. 100/s, 600/m or 5/15m",
+            "/etc/portcullis/test.yaml:8:5: rate_limits[1].burst: burst must be at least 1",
+            "/etc/portcullis/test.yaml:10:5: rate_limits[2].key: invalid header name \"\" in key \"header:\"",
+            "/etc/portcullis/test.yaml:12:5: rate_limits[2].store: store: redis uses the session store's Redis: set session.store: redis and session.redis",
+            "/etc/portcullis/test.yaml:13:5: rate_limits[3].name: duplicate limiter name \"a\": rate_limits[0] has it already",
+        ]
+    );
+}
+
+#[test]
+fn rate_limits_compile() {
+    let rt = load(
+        "rate_limits:\n  - name: per-ip\n    key: client_ip\n    limit: 5/15m\n    burst: 3\n  - name: api\n    key: header:X-Api-Key\n    limit: 100/s\n    max_keys: 10\nroutes:\n  - upstream: echo://\n    auth: none\n    rate_limit: [per-ip, api, per-ip, auth-endpoints]\n",
+    )
+    .unwrap();
+    let l = &rt.limiters;
+    assert_eq!(l.list.len(), 3, "the two, and the built-in auth-endpoints");
+    assert_eq!(
+        l.list[l.auth_endpoints].spec,
+        crate::ratelimit::Spec::auth_endpoints()
+    );
+    let per_ip = &l.list[0].spec;
+    assert_eq!(
+        (per_ip.count, per_ip.period.as_secs(), per_ip.burst),
+        (5, 900, 3)
+    );
+    assert_eq!(l.list[1].spec.burst, 1, "burst defaults to 1");
+    assert_eq!(
+        rt.routes.routes()[0].rate_limit,
+        [0, 1, 2],
+        "each limiter once"
     );
     assert!(
-        errs[1].contains(":5:5: routes[0].rate_limit: not supported"),
-        "{errs:?}"
+        errors("issuer:\n  keys: []\nroutes:\n  - upstream: echo://\n")[0]
+            .contains("issuer: not supported")
     );
 }
 

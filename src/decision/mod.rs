@@ -12,6 +12,7 @@ use crate::auth::bearer::{bearer_token, token_scopes};
 use crate::auth::Lookup;
 use crate::oidc::BearerError;
 use crate::policy::{self, Verdict};
+use crate::ratelimit::{Asker, Note};
 use crate::refusal::Refusal;
 use crate::request::RequestView;
 use crate::routes::{AuthMode, Route};
@@ -41,6 +42,9 @@ pub enum Decision {
         refusal: Refusal,
         route: Option<Arc<Route>>,
     },
+    /// A rate limiter of the route refused: try again in `retry_after` seconds. The
+    /// limiter's headers are in [`Decided::rate`].
+    Limited { route: Arc<Route>, retry_after: u64 },
 }
 
 impl Decision {
@@ -54,12 +58,15 @@ impl Decision {
             Decision::Login { step_up: true, .. } => "step_up",
             Decision::Login { .. } => "login",
             Decision::Deny { refusal, .. } => refusal.label(),
+            Decision::Limited { .. } => "rate_limited",
         }
     }
 
     pub fn route(&self) -> Option<&Arc<Route>> {
         match self {
-            Decision::Forward { route, .. } | Decision::Login { route, .. } => Some(route),
+            Decision::Forward { route, .. }
+            | Decision::Login { route, .. }
+            | Decision::Limited { route, .. } => Some(route),
             Decision::Deny { route, .. } => route.as_ref(),
         }
     }
@@ -82,6 +89,8 @@ pub struct Presented<'a> {
     pub authorization: Option<&'a str>,
     pub origin: Option<&'a str>,
     pub fetch_site: Option<&'a str>,
+    /// All the request's headers, for limiters keyed on one (`header:NAME`).
+    pub headers: Option<&'a http::HeaderMap>,
 }
 
 impl std::fmt::Debug for Presented<'_> {
@@ -117,6 +126,9 @@ pub enum Authenticated {
 pub struct Decided {
     pub decision: Decision,
     pub clear_session_cookie: bool,
+    /// The most restrictive answer of the route's rate limiters, whose headers every answer
+    /// carries (`None` on a route without limiters).
+    pub rate: Option<Note>,
 }
 
 /// Decides a request: routes it, authenticates it, applies CSRF and the route's policy.
@@ -140,30 +152,94 @@ pub async fn decide<'a>(
             return Decided {
                 decision: denied,
                 clear_session_cookie: false,
+                rate: None,
             }
         }
     };
-    let looks = std::iter::once(&routed.route)
-        .chain(routed.also.iter().flatten())
-        .any(|r| r.auth != AuthMode::None);
+    let routes = || std::iter::once(&routed.route).chain(routed.also.iter().flatten());
+    let limited = routes().any(|r| !r.rate_limit.is_empty());
+    let looks = limited || routes().any(|r| r.auth != AuthMode::None);
     let presented = if looks {
         presented()
     } else {
         Presented::default()
     };
     let presented = &presented;
-    let mut decided = decide_on(rt, routed.route, view, presented).await;
-    for other in routed.also.into_iter().flatten() {
+    // Every request to a limited route counts, before authentication decides anything (only
+    // `user` keys wait for it); a refusal ends the request here.
+    let mut rate = None;
+    if limited {
+        let header = |n: &http::HeaderName| {
+            presented
+                .headers
+                .and_then(|h| h.get(n))
+                .map(http::HeaderValue::as_bytes)
+        };
+        let asker = Asker {
+            client_ip: view.client_ip,
+            route: &routed.route.name,
+            user: None,
+            header: &header,
+        };
+        rate = if routed.also.iter().all(Option::is_none) {
+            // The common case, without a list: one route, whose limiters are each listed once.
+            let before = routed.route.rate_limit.iter().copied().filter(|&i| {
+                rt.limiters
+                    .list
+                    .get(i)
+                    .is_some_and(|l| !l.after_authentication())
+            });
+            rt.limiters.check(before, &asker, None).await
+        } else {
+            let before = limiters_of(rt, &routed, false);
+            rt.limiters.check(before.into_iter(), &asker, None).await
+        };
+        if let Some(note) = rate.as_ref().filter(|n| !n.admitted) {
+            metrics::AUTH_DECISIONS
+                .with_label_values(&[&routed.route.name, "rate_limited"])
+                .inc();
+            return limited_decision(&routed.route, note, rate.clone());
+        }
+    }
+    let primary = Arc::clone(&routed.route);
+    let (mut decided, mut user) = decide_on(rt, Arc::clone(&routed.route), view, presented).await;
+    for other in routed.also.iter().flatten() {
         if !matches!(decided.decision, Decision::Forward { .. }) {
             break;
         }
-        let second = decide_on(rt, other, view, presented).await;
+        let (second, who) = decide_on(rt, Arc::clone(other), view, presented).await;
+        user = user.or(who);
         if !matches!(second.decision, Decision::Forward { .. }) {
             decided = Decided {
                 decision: second.decision,
                 clear_session_cookie: decided.clear_session_cookie || second.clear_session_cookie,
+                rate: None,
             };
         }
+    }
+    if limited {
+        let after = limiters_of(rt, &routed, true);
+        if !after.is_empty() {
+            let header = |n: &http::HeaderName| {
+                presented
+                    .headers
+                    .and_then(|h| h.get(n))
+                    .map(http::HeaderValue::as_bytes)
+            };
+            let asker = Asker {
+                client_ip: view.client_ip,
+                route: &primary.name,
+                user: user.as_deref().map(|u| u.user.as_str()),
+                header: &header,
+            };
+            rate = rt.limiters.check(after.into_iter(), &asker, rate).await;
+            if let Some(note) = rate.as_ref().filter(|n| !n.admitted) {
+                let clear = decided.clear_session_cookie;
+                decided = limited_decision(&primary, note, rate.clone());
+                decided.clear_session_cookie = clear;
+            }
+        }
+        decided.rate = rate;
     }
     match &decided.decision {
         // An `auth: none` route makes no auth decision.
@@ -185,15 +261,22 @@ pub async fn decide<'a>(
 
 /// Decides a request on one route: WebSocket permission, then authentication and
 /// [`authorize`]. Writes `access_denied` for refusals; counts nothing.
+/// Also returns who authenticated (session or Bearer), for limiters keyed on the user.
 async fn decide_on(
     rt: &Runtime,
     route: Arc<Route>,
     view: &RequestView,
     presented: &Presented<'_>,
-) -> Decided {
-    let plain = |decision| Decided {
-        decision,
-        clear_session_cookie: false,
+) -> (Decided, Option<Arc<SessionRecord>>) {
+    let plain = |decision| {
+        (
+            Decided {
+                decision,
+                clear_session_cookie: false,
+                rate: None,
+            },
+            None,
+        )
     };
     if view.websocket && !route.websocket {
         return plain(Decision::deny(Refusal::WebSocketDisabled, route));
@@ -206,9 +289,44 @@ async fn decide_on(
     }
     let who = authenticate(rt, &route, view, presented).await;
     let clear_session_cookie = matches!(who, Authenticated::Stale);
-    Decided {
+    let user = match &who {
+        Authenticated::Session(s) | Authenticated::Bearer(s) => Some(Arc::clone(s)),
+        _ => None,
+    };
+    let decided = Decided {
         decision: authorize(route, view, presented, who),
         clear_session_cookie,
+        rate: None,
+    };
+    (decided, user)
+}
+
+/// The limiters of the routes a request falls under, each once: those keyed before
+/// authentication, or (`after`) those keyed on the user.
+fn limiters_of(rt: &Runtime, routed: &Routed, after: bool) -> Vec<usize> {
+    let mut out = Vec::new();
+    let routes = std::iter::once(&routed.route).chain(routed.also.iter().flatten());
+    for i in routes.flat_map(|r| r.rate_limit.iter().copied()) {
+        let wanted = rt
+            .limiters
+            .list
+            .get(i)
+            .is_some_and(|l| l.after_authentication() == after);
+        if wanted && !out.contains(&i) {
+            out.push(i);
+        }
+    }
+    out
+}
+
+fn limited_decision(route: &Arc<Route>, refused: &Note, rate: Option<Note>) -> Decided {
+    Decided {
+        decision: Decision::Limited {
+            route: Arc::clone(route),
+            retry_after: refused.retry_after,
+        },
+        clear_session_cookie: false,
+        rate,
     }
 }
 

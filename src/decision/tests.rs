@@ -222,6 +222,7 @@ fn debug_strings_hold_no_credentials() {
         authorization: Some("Bearer SECRETTOKEN"),
         origin: Some("http://app.test"),
         fetch_site: None,
+        headers: None,
     };
     let shown = format!("{p:?} {p:#?}");
     assert!(!shown.contains("SECRET"), "{shown}");
@@ -232,4 +233,52 @@ fn debug_strings_hold_no_credentials() {
     };
     let shown = format!("{v:?}");
     assert!(!shown.contains("SECRETCODE"), "{shown}");
+}
+
+/// The engine counts before authentication and refuses with `Limited`, carrying the most
+/// restrictive limiter's note on every decision of a limited route.
+#[tokio::test]
+async fn rate_limits_count_before_authentication() {
+    let yaml = r#"
+server: { listen: ["127.0.0.1:1"] }
+rate_limits:
+  - { name: two, key: client_ip, limit: 1/m, burst: 2 }
+  - { name: roomy, key: route, limit: 100/s, burst: 50 }
+routes:
+  - { name: open, path: /, upstream: "static://200", auth: none, rate_limit: [roomy, two] }
+  - { name: free, path: /free, upstream: "static://200", auth: none }
+"#;
+    let rt = crate::config::load_str(yaml, std::path::Path::new("t.yaml"), |_| None)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let from = |ip: &str| RequestView {
+        client_ip: Some(ip.parse().unwrap()),
+        ..at(http::Method::GET, "/x", false)
+    };
+    for left in [1, 0] {
+        let d = decide(&rt, &from("192.0.2.1"), Presented::default).await;
+        assert!(matches!(d.decision, Decision::Forward { .. }), "{d:?}");
+        let note = d.rate.expect("a note on a limited route");
+        assert_eq!(&*note.limiter.spec.name, "two", "the stricter one speaks");
+        assert_eq!(note.remaining, left);
+    }
+    let d = decide(&rt, &from("192.0.2.1"), Presented::default).await;
+    assert!(
+        matches!(
+            d.decision,
+            Decision::Limited {
+                retry_after: 60,
+                ..
+            }
+        ),
+        "{d:?}"
+    );
+    assert_eq!(d.decision.label(), "rate_limited");
+    // Another address has its own budget; a route without limiters carries no note.
+    let d = decide(&rt, &from("192.0.2.2"), Presented::default).await;
+    assert!(matches!(d.decision, Decision::Forward { .. }));
+    let free = RequestView {
+        path: "/free".into(),
+        ..from("192.0.2.1")
+    };
+    assert!(decide(&rt, &free, Presented::default).await.rate.is_none());
 }

@@ -32,7 +32,9 @@ pub enum Dialect {
     /// is, so a 302 logs in.
     Traefik,
     /// nginx `auth_request` understands only 2xx, 401 and 403 (anything else becomes a 500):
-    /// "log in" is a 401 carrying `Location` for `error_page 401`.
+    /// "log in" is a 401 carrying `Location` for `error_page 401`, and "rate limited" a 403
+    /// carrying `Retry-After`, which `error_page 403` turns into the client's 429 (see
+    /// `examples/nginx`); an nginx without that mapping still refuses, with 403.
     Nginx,
     /// Envoy `ext_authz` (HTTP): like Traefik.
     Envoy,
@@ -43,7 +45,7 @@ impl Front {
     fn status(self, refusal: &Refusal) -> StatusCode {
         let status = refusal.status();
         match (self, status.as_u16()) {
-            (Front::ForwardAuth(Dialect::Nginx), 400 | 404) => StatusCode::FORBIDDEN,
+            (Front::ForwardAuth(Dialect::Nginx), 400 | 404 | 429) => StatusCode::FORBIDDEN,
             _ => status,
         }
     }
@@ -70,6 +72,16 @@ pub(super) fn refusal(front: Front, refusal: &Refusal, wants_html: bool) -> Answ
     if let Some(challenge) = refusal.challenge() {
         answer = answer.with_header(http::header::WWW_AUTHENTICATE, &challenge);
     }
+    if let Refusal::RateLimited(secs) = refusal {
+        // The body says what happened even where the status had to be another (nginx).
+        let own = refusal.status();
+        let (ct, body) = crate::pages::error_body(own, refusal.reason(), as_page(wants_html, own));
+        answer.content_type = Some(ct);
+        answer.body = body;
+        answer
+            .headers
+            .push((http::header::RETRY_AFTER, http::HeaderValue::from(*secs)));
+    }
     answer
 }
 
@@ -85,6 +97,9 @@ pub(super) async fn answer(
     ctx.route = decision.route().cloned();
     let answer = match decision {
         Decision::Deny { refusal: r, .. } => refusal(front, &r, view.wants_html),
+        Decision::Limited { retry_after, .. } => {
+            refusal(front, &Refusal::RateLimited(retry_after), view.wants_html)
+        }
         Decision::Login {
             provider, step_up, ..
         } => match ctx.rt.auth.as_deref() {
@@ -170,6 +185,23 @@ pub(super) fn return_url(view: &RequestView) -> String {
     url
 }
 
+/// Adds the rate limit headers of the request's most restrictive limiter, if any: on every
+/// answer, refusals or not, written here or proxied.
+pub(super) fn rate_headers(ctx: &Ctx, resp: &mut ResponseHeader) -> Result<()> {
+    if let Some(note) = &ctx.rate {
+        let mut failed = None;
+        note.headers(|n, v| {
+            if let Err(e) = resp.insert_header(n, v) {
+                failed = Some(e);
+            }
+        });
+        if let Some(e) = failed {
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
 /// Writes `answer` with a `Content-Length` (Pingora closes the connection without one), the
 /// headers of its style, and the clearing of a dead session cookie. A HEAD request gets the
 /// headers only. Always `Ok(true)`: the request is answered.
@@ -198,6 +230,7 @@ pub(super) async fn write(session: &mut Session, ctx: &Ctx, answer: Answer) -> R
     if let Some(clear) = &ctx.clear_cookie {
         resp.append_header(http::header::SET_COOKIE, clear.clone())?;
     }
+    rate_headers(ctx, &mut resp)?;
     let security = match &answer.style {
         Style::OwnPage => Some(&ctx.rt.own_pages),
         Style::AsUpstream(route) => {

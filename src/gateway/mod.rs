@@ -48,6 +48,8 @@ pub struct Ctx {
     /// `Set-Cookie` clearing a session cookie that named no live session, for whatever answer
     /// this request gets.
     clear_cookie: Option<http::HeaderValue>,
+    /// The most restrictive rate limiter's answer, whose headers every response carries.
+    rate: Option<crate::ratelimit::Note>,
 }
 
 impl Ctx {

@@ -39,6 +39,7 @@ impl ProxyHttp for Gateway {
             not_forwarded: Vec::new(),
             identity: None,
             clear_cookie: None,
+            rate: None,
         }
     }
 
@@ -73,6 +74,7 @@ impl ProxyHttp for Gateway {
         if decided.clear_session_cookie {
             ctx.clear_cookie = clearing_cookie(&ctx.rt);
         }
+        ctx.rate = decided.rate;
         answer::answer(session, ctx, Front::Proxy, &view, decided.decision).await
     }
 
@@ -127,6 +129,7 @@ impl ProxyHttp for Gateway {
         if let Some(clear) = &ctx.clear_cookie {
             resp.append_header(http::header::SET_COOKIE, clear.clone())?;
         }
+        answer::rate_headers(ctx, resp)?;
         let Some(route) = ctx.route.as_deref() else {
             return Ok(());
         };
@@ -286,6 +289,7 @@ async fn forward_auth(
     if decided.clear_session_cookie {
         ctx.clear_cookie = clearing_cookie(&rt);
     }
+    ctx.rate = decided.rate;
     answer::answer(session, ctx, front, &original, decided.decision).await
 }
 
@@ -308,6 +312,31 @@ async fn own_endpoint(
     {
         let answer = answer::refusal(Front::Proxy, &Refusal::NoRoute, view.wants_html);
         return answer::write(session, ctx, answer).await;
+    }
+    // Login, callback and the token endpoints count against `auth-endpoints`.
+    if crate::ratelimit::AUTH_ENDPOINT_PATHS.contains(&endpoint) {
+        let rt = Arc::clone(&ctx.rt);
+        let headers = &session.req_header().headers;
+        let header = |n: &http::HeaderName| headers.get(n).map(http::HeaderValue::as_bytes);
+        let asker = crate::ratelimit::Asker {
+            client_ip: ctx.client_ip,
+            route: "/.portcullis/",
+            user: None,
+            header: &header,
+        };
+        let limiters = &rt.limiters;
+        let note = limiters
+            .check(std::iter::once(limiters.auth_endpoints), &asker, None)
+            .await;
+        if let Some(note) = note {
+            let refused = (!note.admitted).then_some(note.retry_after);
+            ctx.rate = Some(note);
+            if let Some(secs) = refused {
+                let refusal = Refusal::RateLimited(secs);
+                let answer = answer::refusal(Front::Proxy, &refusal, view.wants_html);
+                return answer::write(session, ctx, answer).await;
+            }
+        }
     }
     // The login form posts its fields: read them first (bounded).
     let body = if endpoint == "login" && view.method == http::Method::POST {

@@ -288,6 +288,7 @@ pub(super) fn presented(headers: &HeaderMap) -> Presented<'_> {
         authorization: header_str(headers, &http::header::AUTHORIZATION),
         origin: header_str(headers, &http::header::ORIGIN),
         fetch_site: header_str(headers, &SEC_FETCH_SITE),
+        headers: Some(headers),
     }
 }
 
