@@ -37,6 +37,10 @@ pub struct Runtime {
     pub(crate) auth_config: Option<AuthConfig>,
     /// The live services for `auth_config`, set by [`Runtime::activate`] before serving.
     pub(crate) auth: Option<Arc<Auth>>,
+    /// `issuer:` as compiled; `None` when the issuer is off.
+    pub(crate) issuer_config: Option<crate::issuer::IssuerConfig>,
+    /// The live issuer for `issuer_config`, set by [`Runtime::activate`].
+    pub(crate) issuer: Option<Arc<crate::issuer::Issuer>>,
 }
 
 impl Runtime {
@@ -65,6 +69,9 @@ impl Runtime {
         for r in self.routes.routes() {
             let _ = writeln!(out, "    {} -> {}", r.name, r.upstream.describe());
         }
+        if let Some(i) = &self.issuer_config {
+            let _ = writeln!(out, "  issuer: {} ({} client(s))", i.iss, i.clients.len());
+        }
         if let Some(a) = &self.auth_config {
             let memory = matches!(a.backend, crate::auth::StoreBackend::Memory);
             for l in &a.local {
@@ -88,6 +95,14 @@ impl Runtime {
     /// does not touch those keeps every session and connection, and still serves its own
     /// per-request settings (cookies, return-URL domains).
     pub fn activate(&mut self, previous: Option<&Runtime>) -> Result<(), String> {
+        self.issuer = match &self.issuer_config {
+            None => None,
+            Some(config) => Some(crate::issuer::Issuer::start(
+                config.clone(),
+                previous.and_then(|p| p.issuer.as_deref()),
+                &crate::background::handle(),
+            )?),
+        };
         let Some(config) = &self.auth_config else {
             self.auth = None;
             return Ok(());

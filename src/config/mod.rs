@@ -4,6 +4,7 @@
 mod compile;
 mod compile_auth;
 mod compile_headers;
+mod compile_issuer;
 mod compile_local;
 mod compile_policy;
 mod compile_route;
@@ -24,7 +25,7 @@ use std::path::Path;
 
 /// Keys of the product contract that this version does not implement yet: naming one gives a
 /// clear "not supported yet" instead of "unknown key".
-const NOT_YET: &[&str] = &["issuer", "rate_limits", "rate_limit"];
+const NOT_YET: &[&str] = &["rate_limits", "rate_limit"];
 
 /// Loads and compiles the file at `path`, reading variables from the process environment.
 pub fn load(path: &Path) -> Result<Runtime, ConfigErrors> {
