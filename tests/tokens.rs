@@ -18,6 +18,9 @@ const SECRET: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
 const BILLING_SECRET: &str = "billing-s3cret-with-enough-entropy";
 const OTHER_SECRET: &str = "other+secret:with/odd chars";
 
+/// A raw request: method, headers, body, and the status it must get.
+type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, Vec<u8>, u16);
+
 /// The DER inside a PEM block.
 fn pem_der(pem: &str) -> Vec<u8> {
     let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
@@ -344,7 +347,7 @@ async fn token_errors_follow_rfc_6749_and_never_500() {
         ("Content-Type", "application/x-www-form-urlencoded"),
         ("Authorization", basic.as_str()),
     ];
-    let cases: Vec<(&str, Vec<(&str, &str)>, Vec<u8>, u16)> = vec![
+    let cases: Vec<Case> = vec![
         (
             "GET",
             vec![("Authorization", basic.as_str())],
