@@ -289,6 +289,45 @@ async fn the_assertion_reaches_the_app_signed_and_a_forged_one_never_does() {
 }
 
 #[tokio::test]
+async fn a_renamed_assertion_header_is_stripped_too() {
+    let up = RawUpstream::start();
+    let setup = Setup::new();
+    users(&setup);
+    let pc = setup.start(&config(
+        &up.url(),
+        "issuer:\n  assertion: { header: X-Identity-Jwt }\n",
+    ));
+    let port = pc.http_port();
+    let host = format!("127.0.0.1:{port}");
+    let forged = [
+        ("X-Identity-Jwt", "forged"),
+        ("x_identity_jwt", "forged"),
+        ("X-Portcullis-Assertion", "forged"),
+    ];
+    let r = get(port, "open.test", "/", &forged).await;
+    assert_eq!(r.status, 200);
+    let seen = up.last();
+    for (name, _) in forged {
+        assert!(seen.header_all(name).is_empty(), "{name} reached the app");
+    }
+    let client = FormClient::new(port);
+    let (r, _) = client
+        .password(&format!("http://{host}/"), "alice", "pw-alice")
+        .await;
+    let cookie = session_cookie(&r).unwrap();
+    let mut headers = forged.to_vec();
+    headers.push(("Cookie", &cookie));
+    let r = get(port, &host, "/", &headers).await;
+    assert_eq!(r.status, 200);
+    let seen = up.last();
+    let all = seen.header_all("x-identity-jwt");
+    assert_eq!(all.len(), 1);
+    assert_ne!(all[0], b"forged");
+    assert!(seen.header_all("x_identity_jwt").is_empty());
+    assert!(seen.header_all("x-portcullis-assertion").is_empty());
+}
+
+#[tokio::test]
 async fn keys_of_every_algorithm_from_gen_key() {
     let setup = Setup::new();
     users(&setup);

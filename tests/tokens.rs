@@ -583,6 +583,12 @@ async fn bearer_routes_accept_our_tokens_and_refuse_hostile_ones() {
     assert_eq!(v["payload"]["sub"], "billing");
     assert_eq!(v["payload"]["groups"], json!([]));
     assert!(seen.header("authorization").is_some());
+    // The same token again: the same identity, the same (cached) assertion.
+    assert_eq!(c.get(&host, "/orders/2", &read).await, 200);
+    assert_eq!(
+        up.last().header("x-portcullis-assertion").unwrap(),
+        assertion
+    );
     // Scopes are enforced.
     assert_eq!(c.get(&host, "/write", &read).await, 403);
     // aud: the issuer url here; a token for api.test's origin works there only.

@@ -19,7 +19,6 @@ use crate::routes::{AuthMode, Route};
 use crate::runtime::Runtime;
 use crate::session::SessionRecord;
 use crate::telemetry::{self, metrics};
-use sha2::Digest;
 use std::sync::Arc;
 
 /// What to do with a request. Each front door answers it in its own way (see
@@ -306,13 +305,10 @@ async fn own_bearer(issuer: &Issuer, view: &RequestView, token: &str) -> Authent
     let origin = origin(view);
     let audiences = [issuer.config.iss.as_str(), origin.as_str()];
     match issuer
-        .verify_access_token(token, &audiences, crate::issuer::now_secs())
+        .bearer(token, &audiences, crate::issuer::now_secs())
         .await
     {
-        Ok(claims) => {
-            let hash: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
-            Authenticated::Bearer(Arc::new(Issuer::identity(&claims, &hash)))
-        }
+        Ok(record) => Authenticated::Bearer(record),
         Err(e) => Authenticated::BadToken(match e {
             T::Malformed => BearerError::Malformed,
             T::UnknownKey => BearerError::UnknownKey,

@@ -83,6 +83,19 @@ pub struct Issuer {
     pub(crate) assertions: assertion::AssertionCache,
     pub(crate) verified: clients::VerifiedSecrets,
     discovery: jwks::Document,
+    /// Verified Bearer tokens of ours, by SHA-256 of the token.
+    bearers: std::sync::Mutex<std::collections::HashMap<[u8; 32], VerifiedBearer>>,
+}
+
+/// Verified access tokens kept at most; the cache is emptied when full.
+const BEARER_CACHE: usize = 10_000;
+
+/// A verified access token: its identity, `jti` and `exp`.
+#[derive(Clone)]
+struct VerifiedBearer {
+    record: Arc<SessionRecord>,
+    jti: Arc<str>,
+    exp: u64,
 }
 
 impl std::fmt::Debug for Issuer {
@@ -141,6 +154,7 @@ impl Issuer {
             revoked,
             assertions: assertion::AssertionCache::new(config.assertion_ttl),
             verified: clients::VerifiedSecrets::new(),
+            bearers: std::sync::Mutex::default(),
             config,
         }))
     }
@@ -186,16 +200,48 @@ impl Issuer {
         keys::peek_kid(token).is_some_and(|kid| self.key_set().keys.iter().any(|k| k.kid == kid))
     }
 
-    /// Verifies one of our access tokens: signature (by `kid`, algorithm pinned), `typ:
-    /// at+jwt`, `iss`, `exp`, an `aud` among `audiences`, and not revoked.
-    pub async fn verify_access_token(
+    /// The identity of one of our access tokens presented as a Bearer token: signature (by
+    /// `kid`, algorithm pinned), `typ: at+jwt`, `iss`, `exp`, an `aud` among `audiences`, and
+    /// not revoked. A verified token is remembered until it expires (at most
+    /// [`BEARER_CACHE`] of them), so a client reusing its token costs no signature check and
+    /// keeps the same identity (and with it, its cached assertion); `aud` and revocation are
+    /// checked on every request.
+    pub async fn bearer(
         &self,
         token: &str,
         audiences: &[&str],
         now: u64,
-    ) -> Result<Map<String, Value>, keys::TokenError> {
-        let claims = self.verify_unrevoked(token, now).await?;
-        let aud_ok = match claims.get("aud") {
+    ) -> Result<Arc<SessionRecord>, keys::TokenError> {
+        use sha2::Digest;
+        let hash: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
+        let cached = self
+            .bearers
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&hash).filter(|v| v.exp > now).cloned());
+        let verified = match cached {
+            Some(v) => v,
+            None => {
+                let claims = self.verify_signed(token, now)?;
+                let v = VerifiedBearer {
+                    record: Arc::new(Issuer::identity(&claims, &hash)),
+                    jti: claims
+                        .get("jti")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .into(),
+                    exp: claims.get("exp").and_then(Value::as_u64).unwrap_or(0),
+                };
+                if let Ok(mut m) = self.bearers.lock() {
+                    if m.len() >= BEARER_CACHE {
+                        m.clear();
+                    }
+                    m.insert(hash, v.clone());
+                }
+                v
+            }
+        };
+        let aud_ok = match verified.record.claims.get("aud") {
             Some(Value::String(a)) => audiences.contains(&a.as_str()),
             Some(Value::Array(list)) => list
                 .iter()
@@ -206,7 +252,10 @@ impl Issuer {
         if !aud_ok {
             return Err(keys::TokenError::Audience);
         }
-        Ok(claims)
+        if self.revoked.contains(&verified.jti).await {
+            return Err(keys::TokenError::Revoked);
+        }
+        Ok(verified.record)
     }
 
     /// Signature, type, issuer, expiry and revocation of an access token; any audience.
