@@ -402,7 +402,9 @@ fn check_explains_issuer_mistakes() {
             "issuer.keys[0].file",
         ),
         ("issuer:\n  keys: [{ file: missing.pem }]\n", "cannot read"),
-        ("issuer:\n  store: redis\n", "not supported by this version"),
+        ("issuer:\n  store: redis\n", "needs session.store: redis"),
+        ("issuer:\n  store: memcached\n", "issuer.store"),
+        ("issuer:\n  rotate_every: 1s\n", "issuer.rotate_every"),
         ("issuer:\n  algorithm: HS256\n", "issuer.algorithm"),
         (
             "issuer:\n  assertion: { ttl: 1s }\n",

@@ -57,13 +57,33 @@ pub fn compile_issuer(
         }
     };
     let keys = match i.store.as_deref() {
-        Some("redis") => {
-            p.add(
-                "issuer.store",
-                "store: redis is not supported by this version of Portcullis yet: give issuer.keys (portcullis gen-key), shared by every replica",
-            );
+        Some("redis") if !i.keys.is_empty() => {
+            p.add("issuer.keys", "give keys or store: redis, not both");
             None
         }
+        Some("redis") => match auth.map(|a| (&a.backend, &a.keys)) {
+            Some((StoreBackend::Redis(settings), sealing)) => {
+                let rotate = values::duration(&i.rotate_every)
+                    .ok()
+                    .filter(|d| d.as_secs() >= 10);
+                algorithm.zip(rotate).map(|(algorithm, rotate_every)| {
+                    KeySource::Redis(crate::issuer::store::StoreSettings {
+                        redis: settings.clone(),
+                        sealing: Arc::clone(sealing),
+                        algorithm,
+                        rotate_every,
+                        longest_ttl: Duration::ZERO,
+                    })
+                })
+            }
+            _ => {
+                p.add(
+                    "issuer.store",
+                    "store: redis needs session.store: redis (the keys are kept there, sealed with the session secrets)",
+                );
+                None
+            }
+        },
         Some(other) => {
             p.add(
                 "issuer.store",
@@ -114,8 +134,10 @@ pub fn compile_issuer(
     };
     let assertion_ttl = ttl("assertion.ttl", &i.assertion.ttl);
     let access_token_ttl = ttl("access_token_ttl", &i.access_token_ttl);
-    if let Err(e) = values::duration(&i.rotate_every) {
-        p.add("issuer.rotate_every", e);
+    match values::duration(&i.rotate_every) {
+        Err(e) => p.add("issuer.rotate_every", e),
+        Ok(d) if d.as_secs() < 10 => p.add("issuer.rotate_every", "must be at least 10s"),
+        Ok(_) => {}
     }
     let assertion_header = note(
         p,
@@ -210,10 +232,16 @@ pub fn compile_issuer(
     else {
         return None;
     };
+    let mut keys = keys;
     let mut fp = Fingerprinter::new();
-    match &keys {
+    match &mut keys {
         KeySource::Files(k) => k.iter().for_each(|k| k.kid.hash(&mut fp)),
         KeySource::Generated(alg) => alg.hash(&mut fp),
+        KeySource::Redis(s) => {
+            s.longest_ttl = assertion_ttl.max(access_token_ttl);
+            (s.algorithm, s.rotate_every, s.longest_ttl).hash(&mut fp);
+            auth.map(|a| a.fingerprint).hash(&mut fp);
+        }
     }
     backend.hash(&mut fp);
     Some(IssuerConfig {

@@ -14,8 +14,7 @@ use std::sync::Arc;
 
 /// How long clients may cache the documents (5 minutes): short enough that a verifier
 /// refetching at this pace learns a new key long before it signs anything.
-#[cfg(test)]
-const MAX_AGE_SECS: u64 = 300;
+pub const MAX_AGE_SECS: u64 = 300;
 
 /// One rendered document.
 #[derive(Debug, Clone)]

@@ -13,6 +13,7 @@ pub mod clients;
 pub mod jwks;
 pub mod keys;
 pub mod revoked;
+pub mod store;
 pub mod token;
 
 use crate::auth::StoreBackend;
@@ -30,6 +31,8 @@ pub enum KeySource {
     Files(Vec<Arc<Key>>),
     /// Neither files nor a store: one key generated at start, for this process only.
     Generated(Alg),
+    /// `store: redis`: generated, shared by every replica and rotated.
+    Redis(store::StoreSettings),
 }
 
 /// `issuer:`, compiled. Pure data; `Debug` shows no secret.
@@ -85,6 +88,19 @@ pub struct Issuer {
     discovery: jwks::Document,
     /// Verified Bearer tokens of ours, by SHA-256 of the token.
     bearers: std::sync::Mutex<std::collections::HashMap<[u8; 32], VerifiedBearer>>,
+    /// The task refreshing shared keys (`store: redis`), stopped with the last issuer using it.
+    poller: Arc<Poller>,
+}
+
+/// Aborts the key-refreshing task when dropped.
+struct Poller(Option<tokio::task::JoinHandle<()>>);
+
+impl Drop for Poller {
+    fn drop(&mut self) {
+        if let Some(t) = &self.0 {
+            t.abort();
+        }
+    }
 }
 
 /// Verified access tokens kept at most; the cache is emptied when full.
@@ -115,10 +131,25 @@ impl Issuer {
         io: &tokio::runtime::Handle,
     ) -> Result<Arc<Issuer>, String> {
         let reuse = previous.filter(|p| p.config.fingerprint == config.fingerprint);
-        let (keys, revoked) = match reuse {
-            Some(p) => (Arc::clone(&p.keys), Arc::clone(&p.revoked)),
+        let (keys, revoked, poller) = match reuse {
+            Some(p) => (
+                Arc::clone(&p.keys),
+                Arc::clone(&p.revoked),
+                Arc::clone(&p.poller),
+            ),
             None => {
+                let mut shared = None;
                 let set = match &config.keys {
+                    KeySource::Redis(settings) => {
+                        let _enter = io.enter();
+                        let store = store::SharedKeys::new(settings.clone())
+                            .map_err(|e| format!("issuer keys: {e}"))?;
+                        let set = io
+                            .block_on(store.sync(now_secs()))
+                            .map_err(|e| format!("issuer keys: {e}"))?;
+                        shared = Some(store);
+                        set
+                    }
                     KeySource::Files(keys) => {
                         let signer = Arc::clone(keys.first().ok_or("issuer: no key")?);
                         KeySet::new(keys.clone(), signer)
@@ -137,10 +168,9 @@ impl Issuer {
                 let _enter = io.enter();
                 let revoked = revoked::Revoked::new(&config.backend)
                     .map_err(|e| format!("issuer revocation list: {e}"))?;
-                (
-                    Arc::new(arc_swap::ArcSwap::from_pointee(set)),
-                    Arc::new(revoked),
-                )
+                let keys = Arc::new(arc_swap::ArcSwap::from_pointee(set));
+                let poller = shared.map(|store| io.spawn(poll(store, Arc::clone(&keys))));
+                (keys, Arc::new(revoked), Arc::new(Poller(poller)))
             }
         };
         if !config.clients.is_empty() {
@@ -155,6 +185,7 @@ impl Issuer {
             assertions: assertion::AssertionCache::new(config.assertion_ttl),
             verified: clients::VerifiedSecrets::new(),
             bearers: std::sync::Mutex::default(),
+            poller,
             config,
         }))
     }
@@ -315,6 +346,34 @@ impl Issuer {
             .collect();
         r.expires_at = claims.get("exp").and_then(Value::as_u64).unwrap_or(0);
         r
+    }
+}
+
+/// Refreshes shared keys every poll interval: picks up a key another replica published, and
+/// moves to the next signer when its time comes. A failed poll keeps the keys in use.
+async fn poll(store: store::SharedKeys, keys: Arc<arc_swap::ArcSwap<KeySet>>) {
+    loop {
+        tokio::time::sleep(store.poll_every()).await;
+        match store.sync(now_secs()).await {
+            Ok(set) => {
+                let current = keys.load();
+                let same = current.signer.kid == set.signer.kid
+                    && current.keys.len() == set.keys.len()
+                    && current
+                        .keys
+                        .iter()
+                        .zip(&set.keys)
+                        .all(|(a, b)| a.kid == b.kid);
+                if !same {
+                    tracing::info!(signer = %set.signer.kid, published = set.keys.len(), "issuer: key set changed");
+                    keys.store(Arc::new(set));
+                }
+            }
+            Err(e) => {
+                crate::telemetry::metrics::count_store_error(&e);
+                tracing::warn!(error = %e, "issuer: refreshing the shared keys failed; keeping the current ones");
+            }
+        }
     }
 }
 
