@@ -222,6 +222,9 @@ SECRET=$("$PORTCULLIS" gen-secret)
 # keys), then $2 (more YAML).
 portcullis_conf() {
     local file=$1 rest=$2 server=${3:-}
+    # Each config in a directory of its own: the reload watcher reads the config again on any
+    # change in its directory, and this script writes logs and dumps into $WORK meanwhile.
+    mkdir -p "$(dirname "$file")"
     cat >"$file" <<EOF
 server:
   listen: ["127.0.0.1:$PORT"]
@@ -256,33 +259,77 @@ mint() {
 
 if want portcullis_public; then
     free_port
-    portcullis_conf "$WORK/public.yaml" "routes:
+    portcullis_conf "$WORK/conf-public/portcullis.yaml" "routes:
   - { name: public, path: /, upstream: \"http://127.0.0.1:$UPSTREAM_PORT\", auth: none }"
     count portcullis_public "Portcullis, public route (auth: none)" "$PORT" 200 "$GET" \
-        "$PORTCULLIS" serve --config "$WORK/public.yaml"
+        "$PORTCULLIS" serve --config "$WORK/conf-public/portcullis.yaml"
 fi
 
 if want portcullis_auth; then
     free_port
     mint
-    portcullis_conf "$WORK/auth.yaml" "$SESSION
+    portcullis_conf "$WORK/conf-auth/portcullis.yaml" "$SESSION
 routes:
   - { name: private, path: /, upstream: \"http://127.0.0.1:$UPSTREAM_PORT\", auth: required }"
     AUTH_GET="GET / HTTP/1.1\\r\\nHost: app.test\\r\\nUser-Agent: bench\\r\\nAccept: */*\\r\\nCookie: _portcullis=$COOKIE\\r\\n\\r\\n"
     count portcullis_auth "Portcullis, authenticated route (cookie, Redis store, cache hit)" \
-        "$PORT" 200 "$AUTH_GET" "$PORTCULLIS" serve --config "$WORK/auth.yaml"
+        "$PORT" 200 "$AUTH_GET" "$PORTCULLIS" serve --config "$WORK/conf-auth/portcullis.yaml"
 fi
 
 if want forward_auth; then
     free_port
     mint
-    portcullis_conf "$WORK/fa.yaml" "$SESSION
+    portcullis_conf "$WORK/conf-fa/portcullis.yaml" "$SESSION
 routes:
   - { name: app, host: app.test, path: /, auth: required }" "  trusted_proxies: [127.0.0.1/32]"
     FA_GET="GET /.portcullis/auth HTTP/1.1\\r\\nHost: auth.internal\\r\\nX-Original-URL: http://app.test/\\r\\nX-Original-Method: GET\\r\\nX-Forwarded-For: 203.0.113.7\\r\\nAccept: */*\\r\\nCookie: _portcullis=$COOKIE\\r\\n\\r\\n"
     count forward_auth "Portcullis, forward-auth check (logged-in user)" \
-        "$PORT" 200 "$FA_GET" "$PORTCULLIS" serve --config "$WORK/fa.yaml"
+        "$PORT" 200 "$FA_GET" "$PORTCULLIS" serve --config "$WORK/conf-fa/portcullis.yaml"
 fi
+
+# The floor for an answer Portcullis writes itself (no upstream): what forward auth compares to.
+if want static; then
+    free_port
+    portcullis_conf "$WORK/conf-static/portcullis.yaml" "routes:
+  - { name: static, path: /, upstream: \"static://200\", auth: none }"
+    count static "Portcullis, static://200 route (answers by itself, auth: none)" "$PORT" 200 "$GET" \
+        "$PORTCULLIS" serve --config "$WORK/conf-static/portcullis.yaml"
+fi
+
+# Scale: the same public request on a host route, alone and among 10 000 exact and 1 000
+# wildcard hosts; then a request for a wildcard host, alone and among them. A host lookup that
+# does not depend on the number of routes gives the same count in each pair.
+scale_routes() {
+    local with_many=$1 i
+    echo "routes:"
+    echo "  - { name: app, host: app.test, path: /, upstream: \"http://127.0.0.1:$UPSTREAM_PORT\", auth: none }"
+    echo "  - { name: wild, host: \"*.w999.test\", path: /, upstream: \"http://127.0.0.1:$UPSTREAM_PORT\", auth: none }"
+    if [[ $with_many == 1 ]]; then
+        for ((i = 0; i < 10000; i++)); do
+            echo "  - { host: h$i.test, path: /, upstream: \"http://127.0.0.1:$UPSTREAM_PORT\", auth: none }"
+        done
+        for ((i = 0; i < 999; i++)); do
+            echo "  - { host: \"*.w$i.test\", path: /, upstream: \"http://127.0.0.1:$UPSTREAM_PORT\", auth: none }"
+        done
+    fi
+}
+WILD_GET="GET / HTTP/1.1\\r\\nHost: x.w999.test\\r\\nUser-Agent: bench\\r\\nAccept: */*\\r\\n\\r\\n"
+for many in 0 1; do
+    suffix=$([[ $many == 1 ]] && echo "_many" || echo "")
+    routes=$([[ $many == 1 ]] && echo "among 11 001 routes" || echo "2 routes")
+    if want "host$suffix"; then
+        free_port
+        portcullis_conf "$WORK/conf-host$suffix/portcullis.yaml" "$(scale_routes $many)"
+        count "host$suffix" "Portcullis, public route, exact host ($routes)" "$PORT" 200 "$GET" \
+            "$PORTCULLIS" serve --config "$WORK/conf-host$suffix/portcullis.yaml"
+    fi
+    if want "wildcard$suffix"; then
+        free_port
+        portcullis_conf "$WORK/conf-wildcard$suffix/portcullis.yaml" "$(scale_routes $many)"
+        count "wildcard$suffix" "Portcullis, public route, wildcard host ($routes)" "$PORT" 200 \
+            "$WILD_GET" "$PORTCULLIS" serve --config "$WORK/conf-wildcard$suffix/portcullis.yaml"
+    fi
+done
 
 # Rows added by later capabilities: a YAML fragment (routes and what they need) in
 # bench/instructions/<key>.yaml, with @UPSTREAM@, @REDIS@ and @SECRET@ placeholders, driven
@@ -294,9 +341,9 @@ for extra in $EXTRA; do
     mint
     sed -e "s|@UPSTREAM@|http://127.0.0.1:$UPSTREAM_PORT|g" -e "s|@REDIS@|redis://127.0.0.1:$REDIS_PORT/0|g" \
         -e "s|@SECRET@|$SECRET|g" "$ROOT/bench/instructions/$file" >"$WORK/$key.rest"
-    portcullis_conf "$WORK/$key.yaml" "$(cat "$WORK/$key.rest")"
+    portcullis_conf "$WORK/conf-$key/portcullis.yaml" "$(cat "$WORK/$key.rest")"
     AUTH_GET="GET / HTTP/1.1\\r\\nHost: app.test\\r\\nUser-Agent: bench\\r\\nAccept: */*\\r\\nCookie: _portcullis=$COOKIE\\r\\n\\r\\n"
-    count "$key" "$label" "$PORT" 200 "$AUTH_GET" "$PORTCULLIS" serve --config "$WORK/$key.yaml"
+    count "$key" "$label" "$PORT" 200 "$AUTH_GET" "$PORTCULLIS" serve --config "$WORK/conf-$key/portcullis.yaml"
 done
 
 # ---- the table --------------------------------------------------------------------------------

@@ -2,18 +2,12 @@
 //! (nginx), `X-Forwarded-*` (Traefik, Caddy) or Envoy's path, and which dialect asks.
 
 use super::answer::Dialect;
-use super::read::header_str;
 use crate::refusal::Refusal;
 use crate::request::{self, RequestView, Target};
-use http::{HeaderMap, HeaderName};
+use http::{HeaderMap, HeaderName, HeaderValue};
 use std::borrow::Cow;
 
-const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-const X_FORWARDED_METHOD: HeaderName = HeaderName::from_static("x-forwarded-method");
-const X_FORWARDED_URI: HeaderName = HeaderName::from_static("x-forwarded-uri");
 const X_ORIGINAL_URL: HeaderName = HeaderName::from_static("x-original-url");
-const X_ORIGINAL_METHOD: HeaderName = HeaderName::from_static("x-original-method");
 
 /// The original target of an Envoy check, read from the raw request target before it is
 /// normalised (normalising `/.portcullis/auth/envoy/../x` would climb out of the prefix).
@@ -62,30 +56,68 @@ pub(super) fn original_request(
     original_parts(method, headers, auth_view, envoy).map_err(Refusal::BadOriginal)
 }
 
+/// The headers that describe an original request, read in one pass over the check's headers
+/// (this runs on every check: one walk with byte comparisons instead of a hashed lookup per
+/// name). Each holds the first value, as `HeaderMap::get` would give.
+#[derive(Default)]
+struct Described<'a> {
+    original_url: Option<&'a HeaderValue>,
+    original_method: Option<&'a HeaderValue>,
+    forwarded_uri: Option<&'a HeaderValue>,
+    forwarded_method: Option<&'a HeaderValue>,
+    forwarded_host: Option<&'a HeaderValue>,
+    forwarded_proto: Option<&'a HeaderValue>,
+    /// One of them came more than once.
+    repeated: bool,
+}
+
+impl<'a> Described<'a> {
+    fn read(headers: &'a HeaderMap) -> Described<'a> {
+        let mut d = Described::default();
+        for (name, value) in headers {
+            let name = name.as_str();
+            // All six start with `x-`; most request headers do not.
+            if !name.starts_with("x-") {
+                continue;
+            }
+            let slot = match name {
+                "x-original-url" => &mut d.original_url,
+                "x-original-method" => &mut d.original_method,
+                "x-forwarded-uri" => &mut d.forwarded_uri,
+                "x-forwarded-method" => &mut d.forwarded_method,
+                "x-forwarded-host" => &mut d.forwarded_host,
+                "x-forwarded-proto" => &mut d.forwarded_proto,
+                _ => continue,
+            };
+            if slot.is_some() {
+                d.repeated = true;
+            } else {
+                *slot = Some(value);
+            }
+        }
+        d
+    }
+}
+
+/// A describing header's value as text, trimmed; `None` when absent, empty or not text.
+fn text(value: Option<&HeaderValue>) -> Option<&str> {
+    value
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+}
+
 fn original_parts(
     method: &http::Method,
     headers: &HeaderMap,
     auth_view: &RequestView,
     envoy: Option<&str>,
 ) -> Result<RequestView, &'static str> {
+    let d = Described::read(headers);
     // A front proxy that appends instead of replacing puts the client's copy first.
-    for name in [
-        &X_ORIGINAL_URL,
-        &X_ORIGINAL_METHOD,
-        &X_FORWARDED_URI,
-        &X_FORWARDED_METHOD,
-        &X_FORWARDED_HOST,
-        &X_FORWARDED_PROTO,
-    ] {
-        if headers.get_all(name).iter().nth(1).is_some() {
-            return Err("a header describing the original request appears more than once (the front proxy must replace it, not append)");
-        }
+    if d.repeated {
+        return Err("a header describing the original request appears more than once (the front proxy must replace it, not append)");
     }
-    let h = |name: &HeaderName| {
-        header_str(headers, name)
-            .map(str::trim)
-            .filter(|v| !v.is_empty())
-    };
     let (method, scheme, authority, target): (&str, &str, &str, Cow<'_, str>) = if let Some(
         target,
     ) = envoy
@@ -98,14 +130,14 @@ fn original_parts(
             &auth_view.authority,
             Cow::Borrowed(target),
         )
-    } else if h(&X_ORIGINAL_URL).is_some()
-        && (h(&X_FORWARDED_URI).is_some() || h(&X_FORWARDED_METHOD).is_some())
+    } else if text(d.original_url).is_some()
+        && (text(d.forwarded_uri).is_some() || text(d.forwarded_method).is_some())
     {
         // A front proxy sends one description of the original request. Two mean a client
         // added one of them (nginx and Traefik pass client headers through): believing
         // either would let it choose the URL that is checked.
         return Err("both X-Original-URL and X-Forwarded-Uri/-Method: a front proxy sends only one (strip the other from client requests)");
-    } else if let Some(original_url) = h(&X_ORIGINAL_URL) {
+    } else if let Some(original_url) = text(d.original_url) {
         // Split by hand, not with a URL parser: the raw target as sent is what
         // normalisation below must see (a parser re-encodes it), and this runs on every
         // check.
@@ -127,13 +159,13 @@ fn original_parts(
             Cow::Borrowed(target)
         };
         (
-            h(&X_ORIGINAL_METHOD).unwrap_or("GET"),
+            text(d.original_method).unwrap_or("GET"),
             scheme,
             authority,
             target,
         )
     } else {
-        let (Some(host), Some(uri)) = (h(&X_FORWARDED_HOST), h(&X_FORWARDED_URI)) else {
+        let (Some(host), Some(uri)) = (text(d.forwarded_host), text(d.forwarded_uri)) else {
             return Err(
                 "forward-auth needs X-Forwarded-Host and X-Forwarded-Uri, or X-Original-URL",
             );
@@ -141,21 +173,27 @@ fn original_parts(
         if !uri.starts_with('/') {
             return Err("X-Forwarded-Uri must start with /");
         }
-        let scheme = match h(&X_FORWARDED_PROTO) {
+        let scheme = match text(d.forwarded_proto) {
             Some(p) if p.eq_ignore_ascii_case("https") => "https",
             Some(p) if p.eq_ignore_ascii_case("http") => "http",
             Some(_) => return Err("X-Forwarded-Proto must be http or https"),
             None => "http",
         };
         (
-            h(&X_FORWARDED_METHOD).unwrap_or("GET"),
+            text(d.forwarded_method).unwrap_or("GET"),
             scheme,
             host,
             Cow::Borrowed(uri),
         )
     };
-    let method = http::Method::from_bytes(method.to_ascii_uppercase().as_bytes())
-        .map_err(|_| "the original method is not a valid HTTP method")?;
+    // Methods are compared in upper case (nginx passes `$request_method` as sent); copy only
+    // when there is something to change.
+    let method = if method.bytes().any(|b| b.is_ascii_lowercase()) {
+        http::Method::from_bytes(method.to_ascii_uppercase().as_bytes())
+    } else {
+        http::Method::from_bytes(method.as_bytes())
+    }
+    .map_err(|_| "the original method is not a valid HTTP method")?;
     if authority.contains(['/', '@', '\\']) {
         return Err("invalid original host");
     }
