@@ -16,6 +16,9 @@ pub(crate) mod directory;
 pub use directory::totp::enrolment_text as totp_enrolment;
 pub(crate) mod gateway;
 pub(crate) mod headers;
+pub(crate) mod issuer;
+/// `portcullis gen-key`: a new PEM private key for the issuer.
+pub use issuer::keys::gen_key_pem;
 pub(crate) mod oidc;
 pub(crate) mod pages;
 pub mod password;

@@ -39,6 +39,12 @@ enum Command {
     GenSecret,
     /// Read a password (or client secret) on stdin, one line, and print its argon2id hash.
     HashPassword,
+    /// Print a new PEM private key (PKCS#8) for the issuer (`issuer.keys`).
+    GenKey {
+        /// ES256 (P-256), EdDSA (Ed25519) or RS256 (RSA 2048).
+        #[arg(long, default_value = "ES256")]
+        alg: String,
+    },
     /// Print a new TOTP secret for a user of a local provider, its otpauth:// URI and a QR
     /// code for authenticator apps.
     GenTotp {
@@ -61,6 +67,16 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::HashPassword => hash_password(),
+        Command::GenKey { alg } => match portcullis::gen_key_pem(&alg) {
+            Ok(pem) => {
+                print!("{pem}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("portcullis: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::GenTotp { user, issuer } => match portcullis::totp_enrolment(&user, &issuer) {
             Ok(text) => {
                 print!("{text}");

@@ -39,6 +39,10 @@ pub struct Runtime {
     pub(crate) auth: Option<Arc<Auth>>,
     /// Every rate limiter (`rate_limits` and the built-in `auth-endpoints`).
     pub(crate) limiters: crate::ratelimit::Limiters,
+    /// `issuer:` as compiled; `None` when the issuer is off.
+    pub(crate) issuer_config: Option<crate::issuer::IssuerConfig>,
+    /// The live issuer for `issuer_config`, set by [`Runtime::activate`].
+    pub(crate) issuer: Option<Arc<crate::issuer::Issuer>>,
 }
 
 impl Runtime {
@@ -67,6 +71,9 @@ impl Runtime {
         for r in self.routes.routes() {
             let _ = writeln!(out, "    {} -> {}", r.name, r.upstream.describe());
         }
+        if let Some(i) = &self.issuer_config {
+            let _ = writeln!(out, "  issuer: {} ({} client(s))", i.iss, i.clients.len());
+        }
         if let Some(a) = &self.auth_config {
             let memory = matches!(a.backend, crate::auth::StoreBackend::Memory);
             for l in &a.local {
@@ -92,6 +99,14 @@ impl Runtime {
     pub fn activate(&mut self, previous: Option<&Runtime>) -> Result<(), String> {
         // Unchanged limiters keep their state (and their Redis connection) across a reload.
         self.limiters.activate(previous.map(|p| &p.limiters))?;
+        self.issuer = match &self.issuer_config {
+            None => None,
+            Some(config) => Some(crate::issuer::Issuer::start(
+                config.clone(),
+                previous.and_then(|p| p.issuer.as_deref()),
+                &crate::background::handle(),
+            )?),
+        };
         let Some(config) = &self.auth_config else {
             self.auth = None;
             return Ok(());

@@ -109,7 +109,7 @@ pub fn redact_url(url: &str) -> String {
 /// live services. Keyed with a random key drawn once per process: equal settings give equal
 /// fingerprints within the process, and a fingerprint tells nothing about the values outside
 /// it (a weak password cannot be guessed offline from one). Not shown by `Debug`.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Fingerprint(u64);
 
 impl fmt::Debug for Fingerprint {

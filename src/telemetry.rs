@@ -107,6 +107,16 @@ pub mod metrics {
         .expect("metric names are static and registered once")
     });
 
+    /// `portcullis_tokens_issued_total{grant}`: access tokens issued by the token endpoint.
+    pub static TOKENS_ISSUED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+        register_int_counter_vec!(
+            "portcullis_tokens_issued_total",
+            "Access tokens issued by the token endpoint, by grant type",
+            &["grant"]
+        )
+        .expect("metric names are static and registered once")
+    });
+
     /// Bans of (user, client address) pairs by the login form's brute-force regulation.
     pub static LOGIN_BANS: LazyLock<IntCounterVec> = LazyLock::new(|| {
         register_int_counter_vec!(
@@ -137,6 +147,7 @@ pub mod metrics {
         LazyLock::force(&LOGIN_BANS);
         LazyLock::force(&AUTH_DECISIONS);
         LazyLock::force(&RATE_LIMITED);
+        LazyLock::force(&TOKENS_ISSUED);
         // The session store's common operations, so that a dashboard (or a test) can tell
         // "no error yet" from a metric that does not exist.
         for op in ["get", "create", "update", "delete", "ratelimit"] {

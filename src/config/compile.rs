@@ -62,7 +62,10 @@ pub fn compile(file: schema::File, source: &Path) -> Result<Runtime, Problems> {
     let logging = logging(&file.logging, base, &mut p);
     let identity_headers = identity_headers(&file.headers.identity, &mut p);
     let strip = StripList::new(
-        identity_headers.iter().map(|(n, _)| n.clone()),
+        identity_headers
+            .iter()
+            .map(|(n, _)| n.clone())
+            .chain(super::compile_issuer::assertion_header(&file)),
         file.headers.underscores_in_headers,
     );
     let global = &file.headers.security;
@@ -91,6 +94,8 @@ pub fn compile(file: schema::File, source: &Path) -> Result<Runtime, Problems> {
     let hosts: Vec<HostPattern> = routes.iter().map(|r| r.host.clone()).collect();
     let auth_config = super::compile_auth::compile_auth(&file, &hosts, base, &mut p);
     let limiters = super::compile_limits::limiters(&file, auth_config.as_ref(), &mut p);
+    let issuer_config =
+        super::compile_issuer::compile_issuer(&file, auth_config.as_ref(), base, &mut p);
 
     if !p.is_empty() {
         return Err(p);
@@ -114,6 +119,8 @@ pub fn compile(file: schema::File, source: &Path) -> Result<Runtime, Problems> {
         auth_config,
         auth: None,
         limiters,
+        issuer_config,
+        issuer: None,
     })
 }
 

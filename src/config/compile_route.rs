@@ -210,10 +210,11 @@ fn compile_route(
         .as_ref()
         .and_then(|id| file.providers.iter().find(|pr| pr.id == *id))
         .is_some_and(|pr| pr.kind == "local");
-    if r.bearer && local_provider {
+    let issuer = file.issuer.as_ref().is_some_and(|i| i.enabled);
+    if r.bearer && local_provider && !issuer {
         p.add(
             format!("{key}.bearer"),
-            "bearer tokens need an OpenID Connect provider: this route's provider is type: local",
+            "bearer tokens need an OpenID Connect provider or the issuer: this route's provider is type: local",
         );
     }
     if !r.scopes.is_empty() && !r.bearer {

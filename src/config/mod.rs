@@ -4,6 +4,7 @@
 mod compile;
 mod compile_auth;
 mod compile_headers;
+mod compile_issuer;
 mod compile_limits;
 mod compile_local;
 mod compile_policy;
@@ -22,10 +23,6 @@ use crate::runtime::Runtime;
 use error::Problems;
 use locate::Locations;
 use std::path::Path;
-
-/// Keys of the product contract that this version does not implement yet: naming one gives a
-/// clear "not supported yet" instead of "unknown key".
-const NOT_YET: &[&str] = &["issuer"];
 
 /// Loads and compiles the file at `path`, reading variables from the process environment.
 pub fn load(path: &Path) -> Result<Runtime, ConfigErrors> {
@@ -71,15 +68,11 @@ pub fn load_str(
         let de = serde_yaml::Deserializer::from_str(&text);
         serde_ignored::deserialize(de, |p| unknown.push(key_of(&p)))
     };
-    errors.extend(unknown.into_iter().map(|key| {
-        let last = key.rsplit(['.', ']']).next().unwrap_or(&key);
-        let message = if NOT_YET.contains(&key.as_str()) || NOT_YET.contains(&last) {
-            "not supported by this version of Portcullis yet".to_string()
-        } else {
-            "unknown key".to_string()
-        };
-        locate(key, message)
-    }));
+    errors.extend(
+        unknown
+            .into_iter()
+            .map(|key| locate(key, "unknown key".to_string())),
+    );
     match parsed {
         Err(e) => {
             let e = yaml_error(path, &e);

@@ -21,6 +21,7 @@ pub struct File {
     pub providers: Vec<Provider>,
     pub rate_limits: Vec<RateLimit>,
     pub routes: Vec<Route>,
+    pub issuer: Option<Issuer>,
 }
 
 /// `rate_limits[]`: one limiter (SPEC §3, §5 "Rate limiting").
@@ -446,4 +447,74 @@ pub struct Claims {
     pub email: Option<String>,
     pub groups: Option<String>,
     pub name: Option<String>,
+}
+
+/// `issuer`: signed identity assertions, the JWKS and OAuth 2 tokens for machine clients.
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+pub struct Issuer {
+    pub enabled: bool,
+    /// Default: `server.public_url`.
+    pub url: Option<String>,
+    /// PEM private keys: the first signs, all verify.
+    pub keys: Vec<IssuerKey>,
+    /// `redis`: keys generated, shared by every replica and rotated.
+    pub store: Option<String>,
+    /// For generated keys.
+    pub algorithm: String,
+    pub rotate_every: String,
+    pub assertion: Assertion,
+    pub access_token_ttl: String,
+    pub clients: Vec<Client>,
+}
+
+impl Default for Issuer {
+    fn default() -> Self {
+        Issuer {
+            enabled: true,
+            url: None,
+            keys: Vec::new(),
+            store: None,
+            algorithm: "ES256".into(),
+            rotate_every: "30d".into(),
+            assertion: Assertion::default(),
+            access_token_ttl: "15m".into(),
+            clients: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct IssuerKey {
+    pub file: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+pub struct Assertion {
+    pub header: String,
+    pub ttl: String,
+}
+
+impl Default for Assertion {
+    fn default() -> Self {
+        Assertion {
+            header: "X-Portcullis-Assertion".into(),
+            ttl: "5m".into(),
+        }
+    }
+}
+
+/// A machine client of the token endpoint.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Client {
+    pub id: String,
+    /// An argon2id PHC string (`portcullis hash-password`).
+    pub secret_hash: Option<Secret<String>>,
+    pub secret_hash_file: Option<String>,
+    pub scopes: Vec<String>,
+    /// The tokens' `aud`; default: the issuer url.
+    pub audience: Option<String>,
 }

@@ -10,6 +10,7 @@ mod csrf;
 
 use crate::auth::bearer::{bearer_token, token_scopes};
 use crate::auth::Lookup;
+use crate::issuer::Issuer;
 use crate::oidc::BearerError;
 use crate::policy::{self, Verdict};
 use crate::ratelimit::{Asker, Note};
@@ -382,14 +383,24 @@ async fn authenticate(
     view: &RequestView,
     presented: &Presented<'_>,
 ) -> Authenticated {
-    let (Some(auth), Some(provider)) = (rt.auth.as_ref(), route.provider.as_deref()) else {
-        return Authenticated::Nobody;
-    };
     if route.is_public(&crate::path::without_params(&view.path)) {
         return Authenticated::Nobody;
     }
+    let token = route
+        .bearer
+        .then(|| bearer_token(presented.authorization))
+        .flatten();
+    if let (Some(token), Some(issuer)) = (token, rt.issuer.as_deref()) {
+        // A token naming one of our keys is ours to judge, and only ours.
+        if issuer.names_our_key(token) {
+            return Box::pin(own_bearer(issuer, view, token)).await;
+        }
+    }
+    let (Some(auth), Some(provider)) = (rt.auth.as_ref(), route.provider.as_deref()) else {
+        return Authenticated::Nobody;
+    };
     if route.bearer {
-        if let Some(token) = bearer_token(presented.authorization) {
+        if let Some(token) = token {
             return match auth.bearer(provider, token).await {
                 Ok(record) => Authenticated::Bearer(record),
                 Err(e) => Authenticated::BadToken(e),
@@ -403,6 +414,46 @@ async fn authenticate(
         Ok(Lookup::Stale) => Authenticated::Stale,
         Err(_) => Authenticated::Unavailable,
     }
+}
+
+/// A Bearer token signed by our issuer: an access token (`typ: at+jwt`, never an assertion)
+/// whose `aud` is the issuer url or this route's origin, not revoked.
+async fn own_bearer(issuer: &Issuer, view: &RequestView, token: &str) -> Authenticated {
+    use crate::issuer::keys::TokenError as T;
+    let origin = origin(view);
+    let audiences = [issuer.config.iss.as_str(), origin.as_str()];
+    match issuer
+        .bearer(token, &audiences, crate::issuer::now_secs())
+        .await
+    {
+        Ok(record) => Authenticated::Bearer(record),
+        Err(e) => Authenticated::BadToken(match e {
+            T::Malformed => BearerError::Malformed,
+            T::UnknownKey => BearerError::UnknownKey,
+            T::Algorithm => BearerError::Algorithm,
+            T::Type => BearerError::NotAccessToken,
+            T::Signature => BearerError::Signature,
+            T::Expired => BearerError::Expired,
+            T::Issuer => BearerError::Issuer,
+            T::Audience => BearerError::Audience,
+            T::Revoked => BearerError::Revoked,
+            T::MissingClaim => BearerError::MissingClaim,
+        }),
+    }
+}
+
+/// The origin a request was addressed to (`https://app.example.com`, a port only when it is
+/// not the scheme's default), as a route-bound token's `aud` names it.
+fn origin(view: &RequestView) -> String {
+    let scheme = if view.tls { "https" } else { "http" };
+    let authority = if view.authority.is_empty() {
+        view.host.as_str()
+    } else {
+        view.authority.as_str()
+    };
+    let default_port = if view.tls { ":443" } else { ":80" };
+    let authority = authority.strip_suffix(default_port).unwrap_or(authority);
+    format!("{scheme}://{}", authority.to_ascii_lowercase())
 }
 
 /// Decides a routed request given who sent it. Pure: no I/O.

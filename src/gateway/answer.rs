@@ -119,7 +119,15 @@ pub(super) async fn answer(
                     render_identity_headers(&rt.identity_headers, who)
                 })
             });
-            let headers: Vec<_> = match &rendered {
+            // The signed assertion, for both doors: cached per session and audience.
+            let assertion = rt.issuer.as_ref().map(|issuer| {
+                let name = issuer.config.assertion_header.clone();
+                let value = identity
+                    .as_ref()
+                    .and_then(|who| issuer.assertions.get(issuer, who, &view.host));
+                (name, value)
+            });
+            let mut headers: Vec<_> = match &rendered {
                 Some(h) if front != Front::Proxy => h.to_vec(),
                 // Anonymous checks carry the identity headers empty: front proxies that copy
                 // them onto the request (Traefik, Caddy) then overwrite whatever a client sent.
@@ -130,6 +138,14 @@ pub(super) async fn answer(
                     .collect(),
                 _ => Vec::new(),
             };
+            match assertion {
+                Some((name, value)) if front != Front::Proxy => headers.push((
+                    name,
+                    value.unwrap_or_else(|| http::HeaderValue::from_static("")),
+                )),
+                Some((name, Some(value))) => ctx.assertion = Some((name, value)),
+                _ => {}
+            }
             if front != Front::Proxy {
                 Answer {
                     headers,

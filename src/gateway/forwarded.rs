@@ -97,6 +97,9 @@ pub fn prepare(req: &mut RequestHeader, ctx: &Ctx, route: &Route) -> Result<()> 
     for (n, v) in ctx.identity.iter().flat_map(|h| h.iter()) {
         req.insert_header(n.clone(), v.clone())?;
     }
+    if let Some((n, v)) = &ctx.assertion {
+        req.insert_header(n.clone(), v.clone())?;
+    }
     if let Some(auth) = &ctx.rt.auth {
         strip_own_cookies(req, auth.config.cookie_base.as_bytes())?;
     }

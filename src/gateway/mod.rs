@@ -45,6 +45,8 @@ pub struct Ctx {
     not_forwarded: Vec<http::HeaderName>,
     /// Identity headers for the upstream (none when anonymous), rendered once per session.
     identity: Option<Arc<[(http::HeaderName, http::HeaderValue)]>>,
+    /// The signed identity assertion for the upstream (none when anonymous or no issuer).
+    assertion: Option<(http::HeaderName, http::HeaderValue)>,
     /// `Set-Cookie` clearing a session cookie that named no live session, for whatever answer
     /// this request gets.
     clear_cookie: Option<http::HeaderValue>,

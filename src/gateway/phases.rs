@@ -6,6 +6,7 @@ use super::{forwarded, header_deadline, original, peer, read, Ctx, Gateway};
 use crate::answer::Answer;
 use crate::auth::endpoints::{self, EndpointRequest};
 use crate::decision;
+use crate::issuer::{self, token, Issuer};
 use crate::refusal::Refusal;
 use crate::request::RequestView;
 use crate::telemetry::{self, metrics};
@@ -38,6 +39,7 @@ impl ProxyHttp for Gateway {
             host_header: None,
             not_forwarded: Vec::new(),
             identity: None,
+            assertion: None,
             clear_cookie: None,
             rate: None,
         }
@@ -67,6 +69,19 @@ impl ProxyHttp for Gateway {
         }
         if let Some(endpoint) = view.path.strip_prefix("/.portcullis/") {
             return own_endpoint(session, ctx, &view, endpoint).await;
+        }
+        if let Some(issuer) = ctx.rt.issuer.clone() {
+            if view.host == issuer.config.host {
+                if let Some(doc) = view.path.strip_prefix("/.well-known/") {
+                    let inm = read::header_str(
+                        &session.req_header().headers,
+                        &http::header::IF_NONE_MATCH,
+                    );
+                    if let Some(answer) = issuer.well_known(&view.method, doc, inm) {
+                        return answer::write(session, ctx, answer).await;
+                    }
+                }
+            }
         }
         let rt = Arc::clone(&ctx.rt);
         let req = session.req_header();
@@ -301,6 +316,12 @@ async fn own_endpoint(
     view: &RequestView,
     endpoint: &str,
 ) -> Result<bool> {
+    if let Some(issuer) = ctx.rt.issuer.clone() {
+        if endpoint == "jwks.json" || issuer::token::ENDPOINTS.contains(&endpoint) {
+            // Boxed: kept out of the size of every request's future.
+            return Box::pin(issuer_endpoint(session, ctx, view, endpoint, &issuer)).await;
+        }
+    }
     let Some(auth) = ctx.rt.auth.clone() else {
         let answer = answer::refusal(Front::Proxy, &Refusal::LoginNotConfigured, view.wants_html);
         return answer::write(session, ctx, answer).await;
@@ -313,30 +334,8 @@ async fn own_endpoint(
         let answer = answer::refusal(Front::Proxy, &Refusal::NoRoute, view.wants_html);
         return answer::write(session, ctx, answer).await;
     }
-    // Login, callback and the token endpoints count against `auth-endpoints`.
-    if crate::ratelimit::AUTH_ENDPOINT_PATHS.contains(&endpoint) {
-        let rt = Arc::clone(&ctx.rt);
-        let headers = &session.req_header().headers;
-        let header = |n: &http::HeaderName| headers.get(n).map(http::HeaderValue::as_bytes);
-        let asker = crate::ratelimit::Asker {
-            client_ip: ctx.client_ip,
-            route: "/.portcullis/",
-            user: None,
-            header: &header,
-        };
-        let limiters = &rt.limiters;
-        let note = limiters
-            .check(std::iter::once(limiters.auth_endpoints), &asker, None)
-            .await;
-        if let Some(note) = note {
-            let refused = (!note.admitted).then_some(note.retry_after);
-            ctx.rate = Some(note);
-            if let Some(secs) = refused {
-                let refusal = Refusal::RateLimited(secs);
-                let answer = answer::refusal(Front::Proxy, &refusal, view.wants_html);
-                return answer::write(session, ctx, answer).await;
-            }
-        }
+    if let Some(written) = auth_endpoints_limit(session, ctx, view, endpoint).await? {
+        return Ok(written);
     }
     // The login form posts its fields: read them first (bounded).
     let body = if endpoint == "login" && view.method == http::Method::POST {
@@ -368,6 +367,112 @@ async fn own_endpoint(
     let answer = endpoints::handle(&auth, request).await;
     drop(cookies);
     answer::write(session, ctx, answer).await
+}
+
+/// Login, callback and the token endpoints count against the `auth-endpoints` limiter, one
+/// budget per client address whichever of them it asks. `Some(written)` when the request was
+/// refused (and answered here); `None` to go on, with the limiter's headers noted for the
+/// answer.
+async fn auth_endpoints_limit(
+    session: &mut Session,
+    ctx: &mut Ctx,
+    view: &RequestView,
+    endpoint: &str,
+) -> Result<Option<bool>> {
+    if !crate::ratelimit::AUTH_ENDPOINT_PATHS.contains(&endpoint) {
+        return Ok(None);
+    }
+    let rt = Arc::clone(&ctx.rt);
+    let headers = &session.req_header().headers;
+    let header = |n: &http::HeaderName| headers.get(n).map(http::HeaderValue::as_bytes);
+    let asker = crate::ratelimit::Asker {
+        client_ip: ctx.client_ip,
+        route: "/.portcullis/",
+        user: None,
+        header: &header,
+    };
+    let limiters = &rt.limiters;
+    let Some(note) = limiters
+        .check(std::iter::once(limiters.auth_endpoints), &asker, None)
+        .await
+    else {
+        return Ok(None);
+    };
+    let refused = (!note.admitted).then_some(note.retry_after);
+    ctx.rate = Some(note);
+    match refused {
+        Some(secs) => {
+            let answer =
+                answer::refusal(Front::Proxy, &Refusal::RateLimited(secs), view.wants_html);
+            answer::write(session, ctx, answer).await.map(Some)
+        }
+        None => Ok(None),
+    }
+}
+
+/// `/.portcullis/jwks.json` and the token, introspection and revocation endpoints, on the
+/// issuer's host and every route's host.
+async fn issuer_endpoint(
+    session: &mut Session,
+    ctx: &mut Ctx,
+    view: &RequestView,
+    endpoint: &str,
+    issuer: &Issuer,
+) -> Result<bool> {
+    let known_host = view.host == issuer.config.host
+        || ctx
+            .rt
+            .auth
+            .as_ref()
+            .is_some_and(|a| a.config.public_url.host_str() == Some(view.host.as_str()))
+        || ctx.rt.routes.find(&view.host, "/").is_some()
+        || ctx.rt.routes.find(&view.host, &view.path).is_some();
+    if !known_host {
+        let answer = answer::refusal(Front::Proxy, &Refusal::NoRoute, view.wants_html);
+        return answer::write(session, ctx, answer).await;
+    }
+    if let Some(written) = auth_endpoints_limit(session, ctx, view, endpoint).await? {
+        return Ok(written);
+    }
+    if endpoint == "jwks.json" {
+        let inm = read::header_str(&session.req_header().headers, &http::header::IF_NONE_MATCH);
+        let answer = issuer
+            .well_known(&view.method, "jwks.json", inm)
+            .unwrap_or_else(|| Answer::empty(StatusCode::NOT_FOUND));
+        return answer::write(session, ctx, answer).await;
+    }
+    let body = if view.method == http::Method::POST {
+        bounded_body(session, token::MAX_BODY_BYTES).await?
+    } else {
+        Some(Vec::new())
+    };
+    let req = session.req_header();
+    let header = |name: &http::HeaderName| read::header_str(&req.headers, name);
+    let request = token::TokenRequest {
+        method: &view.method,
+        endpoint,
+        authorization: header(&http::header::AUTHORIZATION),
+        content_type: header(&http::header::CONTENT_TYPE),
+        body: match &body {
+            Some(b) => token::Body::Read(b),
+            None => token::Body::TooLarge,
+        },
+        client_ip: ctx.client_ip,
+    };
+    let answer = token::handle(issuer, request).await;
+    answer::write(session, ctx, answer).await
+}
+
+/// A request body, read whole; `None` when it is larger than `limit` (the rest is not read).
+async fn bounded_body(session: &mut Session, limit: usize) -> Result<Option<Vec<u8>>> {
+    let mut body = Vec::new();
+    while let Some(chunk) = session.read_request_body().await? {
+        if body.len() + chunk.len() > limit {
+            return Ok(None);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Some(body))
 }
 
 /// A login form's body, read whole; `None` when it is larger than any login form.

@@ -44,6 +44,10 @@ pub enum BearerError {
     IdToken,
     #[error("the token was issued to a client that is not accepted")]
     Client,
+    #[error("the token is not an access token")]
+    NotAccessToken,
+    #[error("the token has been revoked")]
+    Revoked,
 }
 
 /// The signing keys usable for verification in a JWKS (any JSON form of it); keys that are

@@ -41,14 +41,17 @@ pub enum Purpose {
     StoreRecord,
     /// A session hand-over to another host.
     HandoverCode,
+    /// The issuer's private keys in the shared store (`issuer.store: redis`).
+    IssuerKeys,
 }
 
 impl Purpose {
-    const ALL: [Purpose; 4] = [
+    const ALL: [Purpose; 5] = [
         Purpose::SessionCookie,
         Purpose::LoginState,
         Purpose::StoreRecord,
         Purpose::HandoverCode,
+        Purpose::IssuerKeys,
     ];
 
     fn index(self) -> usize {
@@ -57,6 +60,7 @@ impl Purpose {
             Purpose::LoginState => 1,
             Purpose::StoreRecord => 2,
             Purpose::HandoverCode => 3,
+            Purpose::IssuerKeys => 4,
         }
     }
 
@@ -67,6 +71,7 @@ impl Purpose {
             Purpose::LoginState => b"portcullis/v1/login-state-cookie",
             Purpose::StoreRecord => b"portcullis/v1/store-record",
             Purpose::HandoverCode => b"portcullis/v1/handover-code",
+            Purpose::IssuerKeys => b"portcullis/v1/issuer-keys",
         }
     }
 }
@@ -100,7 +105,7 @@ pub enum KeyError {
 }
 
 /// The purpose keys of one secret.
-struct KeySet([Aes256Gcm; 4]);
+struct KeySet([Aes256Gcm; 5]);
 
 impl KeySet {
     fn derive(secret: &[u8; SECRET_LEN]) -> KeySet {
