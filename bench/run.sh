@@ -271,19 +271,29 @@ EOF
 # is minted straight into Redis (examples/mint_session.rs) instead of logging in at an IdP.
 REDIS_AUTH_PORT=""
 declare -A REDIS_CMDS
+# $1 key, $2 label, $3 more top-level YAML, $4 more keys of the route (", k: v"), $5 note
 start_portcullis_auth() {
-    want portcullis_auth || want forward_auth || return 0
+    local key=${1:-portcullis_auth} label=${2:-"Portcullis, authenticated route"}
+    local more=${3:-} route_more=${4:-}
+    local note=${5:-"route auth: required, Redis session store, one session's cookie (session cache hit), access_log: false"}
+    if [[ $key == portcullis_auth ]]; then
+        want portcullis_auth || want forward_auth || return 0
+    else
+        want "$key" || return 0
+    fi
     command -v redis-server >/dev/null || { log "redis-server not found: no authenticated row"; return 0; }
+    if [[ -z $REDIS_AUTH_PORT ]]; then
+        free_port
+        REDIS_AUTH_PORT=$PORT
+        spawn redis-auth "${LOAD_PIN[@]}" redis-server --port "$REDIS_AUTH_PORT" --bind 127.0.0.1 \
+            --save "" --appendonly no --dir "$WORK"
+        for _ in $(seq 50); do
+            redis-cli -p "$REDIS_AUTH_PORT" ping 2>/dev/null | grep -q PONG && break
+            sleep 0.1
+        done
+    fi
     free_port
-    REDIS_AUTH_PORT=$PORT
-    spawn redis-auth "${LOAD_PIN[@]}" redis-server --port "$REDIS_AUTH_PORT" --bind 127.0.0.1 \
-        --save "" --appendonly no --dir "$WORK"
-    for _ in $(seq 50); do
-        redis-cli -p "$REDIS_AUTH_PORT" ping 2>/dev/null | grep -q PONG && break
-        sleep 0.1
-    done
-    free_port
-    local key=portcullis_auth conf=$WORK/portcullis_auth.yaml secret cookie
+    local conf=$WORK/$key.yaml secret cookie
     secret=$("$PORTCULLIS" gen-secret)
     cat >"$conf" <<EOF
 server:
@@ -306,11 +316,9 @@ session:
 providers:
   # Never contacted: the session used below exists already.
   - { id: bench, type: oidc, issuer: "http://127.0.0.1:9/", client_id: bench, client_secret: bench }
+$more
 routes:
-  - name: private
-    path: /
-    upstream: http://127.0.0.1:$UPSTREAM_PORT
-    auth: required
+  - { name: private, path: /, upstream: "http://127.0.0.1:$UPSTREAM_PORT", auth: required$route_more }
 EOF
     "$PORTCULLIS" check --config "$conf" >"$WORK/$key.check" 2>&1 ||
         { cat "$WORK/$key.check" >&2; die "portcullis check failed for $key"; }
@@ -322,8 +330,7 @@ EOF
     wait_ready "$key" "http://127.0.0.1:$PORT/" "${HDR[$key]}"
     [[ $(curl -s -o /dev/null -w '%{http_code}' -H 'Accept: application/json' "http://127.0.0.1:$PORT/") == 401 ]] ||
         die "$key: a request without the cookie was not refused"
-    add_target "$key" "Portcullis, authenticated route" "http://127.0.0.1:$PORT/" \
-        "route auth: required, Redis session store, one session's cookie (session cache hit), access_log: false" "$pid"
+    add_target "$key" "$label" "http://127.0.0.1:$PORT/" "$note" "$pid"
 }
 
 # Forward auth (issue 4): an nginx front proxy with `auth_request`, once asking a location that
@@ -509,6 +516,15 @@ start_caddy
 start_portcullis_public portcullis_public "Portcullis, public route" false
 start_portcullis_public portcullis_public_log "Portcullis, public route, access log" true
 start_portcullis_auth
+# The authenticated route with one local rate limiter (generous: every request admitted and
+# counted), and with the issuer's signed assertion on every request.
+start_portcullis_auth portcullis_auth_limit "Portcullis, authenticated route + local rate limiter" \
+    "rate_limits: [{ name: per-ip, key: client_ip, limit: 1000000/s, burst: 1000000 }]" \
+    ", rate_limit: [per-ip]" \
+    "as the authenticated route, with one local client_ip limiter that admits every request (RateLimit headers on each answer)"
+start_portcullis_auth portcullis_auth_assertion "Portcullis, authenticated route + assertion" \
+    "issuer: { assertion: { ttl: 5m } }" "" \
+    "as the authenticated route, with the issuer on: a signed X-Portcullis-Assertion on every request (cached per session)"
 start_forward_auth
 
 for round in $(seq "$ROUNDS"); do
