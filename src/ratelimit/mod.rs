@@ -177,11 +177,15 @@ impl Note {
 
     /// The informational headers: `RateLimit-Limit` (the burst), `-Remaining`, `-Reset`, and
     /// the IETF draft's `RateLimit-Policy` and `RateLimit`.
-    pub fn headers(&self, mut put: impl FnMut(HeaderName, HeaderValue)) {
-        put(LIMIT.clone(), self.limiter.limit_value.clone());
-        put(REMAINING.clone(), HeaderValue::from(self.remaining));
-        put(RESET.clone(), HeaderValue::from(self.reset));
-        put(POLICY.clone(), self.limiter.policy_value.clone());
+    ///
+    /// Names come as `&'static str` in the case they are written: Pingora keeps a case map
+    /// beside the header map, and a `HeaderName` would be title-cased into a fresh copy on
+    /// every insert (these are on every response of a limited route).
+    pub fn headers(&self, mut put: impl FnMut(&'static str, HeaderValue)) {
+        put(LIMIT, self.limiter.limit_value.clone());
+        put(REMAINING, HeaderValue::from(self.remaining));
+        put(RESET, HeaderValue::from(self.reset));
+        put(POLICY, self.limiter.policy_value.clone());
         // `"name";r=R;t=T`, written without a format string.
         let name = &self.limiter.spec.name;
         let mut v = Vec::with_capacity(name.len() + 32);
@@ -192,7 +196,7 @@ impl Note {
         v.extend_from_slice(b";t=");
         v.extend_from_slice(itoa_buf(&mut [0; 20], self.reset));
         if let Ok(value) = HeaderValue::from_maybe_shared(bytes::Bytes::from(v)) {
-            put(RATELIMIT.clone(), value);
+            put(RATELIMIT, value);
         }
     }
 }
@@ -210,11 +214,11 @@ fn itoa_buf(buf: &mut [u8; 20], mut n: u64) -> &[u8] {
     }
 }
 
-static LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
-static REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
-static RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
-static POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
-static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+const LIMIT: &str = "RateLimit-Limit";
+const REMAINING: &str = "RateLimit-Remaining";
+const RESET: &str = "RateLimit-Reset";
+const POLICY: &str = "RateLimit-Policy";
+const RATELIMIT: &str = "RateLimit";
 
 impl Limiter {
     /// Compiles `spec` (already validated: a name of token characters, count, period and
@@ -446,7 +450,11 @@ mod tests {
         assert!(fourth.stricter_than(&first));
         let mut seen = Vec::new();
         fourth.headers(|n, v| seen.push((n.to_string(), v.to_str().unwrap().to_string())));
-        let get = |n: &str| seen.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str());
+        let get = |n: &str| {
+            seen.iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(n))
+                .map(|(_, v)| v.as_str())
+        };
         assert_eq!(get("ratelimit-limit"), Some("3"));
         assert_eq!(get("ratelimit-remaining"), Some("0"));
         assert_eq!(get("ratelimit-reset"), Some("180"));
