@@ -87,6 +87,7 @@ fn check_accepts_the_quickstart_example() {
     let (code, out, err) = run_cli(&["check", "--config", &example], dir.path(), &env);
     assert_eq!(code, Some(0), "stdout: {out}\nstderr: {err}");
     assert!(out.contains("local provider local: 1 user(s)"), "{out}");
+    assert!(out.contains("issuer: http://localhost:8080"), "{out}");
 }
 
 #[test]
