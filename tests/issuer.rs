@@ -8,19 +8,7 @@ mod support;
 
 use serde_json::{json, Value};
 use support::local::{session_cookie, users_yaml, FormClient, TestUser, SECRET};
-use support::{raw_request, run_cli, RawUpstream, Setup};
-
-/// Runs the independent verifier (node `jose`, tests/idp/verify-jwt.mjs); its verdict.
-fn jose_verify(jwks: &str, iss: &str, aud: &str, typ: &str, token: &str) -> Value {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/idp");
-    let out = std::process::Command::new("node")
-        .arg("verify-jwt.mjs")
-        .args([jwks, iss, aud, typ, token])
-        .current_dir(dir)
-        .output()
-        .expect("running node");
-    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
-}
+use support::{jose_verify, raw_request, run_cli, RawUpstream, Setup};
 
 fn config(up: &str, issuer: &str) -> String {
     format!(

@@ -11,21 +11,10 @@ use base64::Engine;
 use redis_support::{redis_cli, RedisServer};
 use serde_json::Value;
 use std::time::{Duration, Instant};
-use support::Setup;
+use support::{jose_verify, Setup};
 
 const SECRET: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
 const CLIENT_SECRET: &str = "rotation-client-secret";
-
-fn jose_verify(jwks: &str, iss: &str, aud: &str, typ: &str, token: &str) -> Value {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/idp");
-    let out = std::process::Command::new("node")
-        .arg("verify-jwt.mjs")
-        .args([jwks, iss, aud, typ, token])
-        .current_dir(dir)
-        .output()
-        .expect("running node");
-    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
-}
 
 fn kid_of(token: &str) -> String {
     let header = token.split('.').next().unwrap();

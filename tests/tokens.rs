@@ -12,7 +12,7 @@ use base64::Engine;
 use redis_support::RedisServer;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
-use support::{raw_request, Portcullis, RawUpstream, Setup};
+use support::{jose_verify, raw_request, Portcullis, RawUpstream, Setup};
 
 const SECRET: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
 const BILLING_SECRET: &str = "billing-s3cret-with-enough-entropy";
@@ -31,24 +31,6 @@ fn pem_der(pem: &str) -> Vec<u8> {
 
 fn b64url(b: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
-}
-
-/// Runs the independent verifier (node `jose`); its verdict.
-pub fn jose_verify(jwks: &str, iss: &str, aud: &str, typ: &str, token: &str) -> Value {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/idp");
-    let out = std::process::Command::new("node")
-        .arg("verify-jwt.mjs")
-        .args([jwks, iss, aud, typ, token])
-        .current_dir(dir)
-        .output()
-        .expect("running node");
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
-        panic!(
-            "verifier output: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
 }
 
 /// A config with a local provider (for routes), the issuer with a PEM key and two clients,

@@ -166,16 +166,17 @@ pub async fn decide<'a>(
         Presented::default()
     };
     let presented = &presented;
+    // `header:NAME` limiter keys read the request's headers, before and after authentication.
+    let header = |n: &http::HeaderName| {
+        presented
+            .headers
+            .and_then(|h| h.get(n))
+            .map(http::HeaderValue::as_bytes)
+    };
     // Every request to a limited route counts, before authentication decides anything (only
     // `user` keys wait for it); a refusal ends the request here.
     let mut rate = None;
     if limited {
-        let header = |n: &http::HeaderName| {
-            presented
-                .headers
-                .and_then(|h| h.get(n))
-                .map(http::HeaderValue::as_bytes)
-        };
         let asker = Asker {
             client_ip: view.client_ip,
             route: &routed.route.name,
@@ -221,12 +222,6 @@ pub async fn decide<'a>(
     if limited {
         let after = limiters_of(rt, &routed, true);
         if !after.is_empty() {
-            let header = |n: &http::HeaderName| {
-                presented
-                    .headers
-                    .and_then(|h| h.get(n))
-                    .map(http::HeaderValue::as_bytes)
-            };
             let asker = Asker {
                 client_ip: view.client_ip,
                 route: &primary.name,

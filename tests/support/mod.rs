@@ -555,6 +555,27 @@ pub fn self_signed_localhost() -> (String, String) {
     (ck.cert.pem(), ck.key_pair.serialize_pem())
 }
 
+/// Runs the independent JWT verifier (node `jose`, tests/idp/verify-jwt.mjs): keys from the
+/// JWKS url alone, issuer, audience and `typ` checked. Its verdict, `{"ok": true, …}` or
+/// `{"ok": false, "error": …}`; output that is not JSON (node or the script broken) fails the
+/// test rather than reading as a refusal.
+pub fn jose_verify(jwks: &str, iss: &str, aud: &str, typ: &str, token: &str) -> serde_json::Value {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/idp");
+    let out = std::process::Command::new("node")
+        .arg("verify-jwt.mjs")
+        .args([jwks, iss, aud, typ, token])
+        .current_dir(dir)
+        .output()
+        .expect("running node");
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
+        panic!(
+            "verifier output: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
 /// A reqwest client that talks only to 127.0.0.1 (no proxies from the environment) and
 /// follows no redirects.
 pub fn http_client() -> reqwest::Client {
