@@ -191,6 +191,15 @@ if want bare_pingora; then
         "$BARE" "127.0.0.1:$PORT" "127.0.0.1:$UPSTREAM_PORT" 1
 fi
 
+# The floor: bare Pingora plus only what the contract puts on every proxied request (four
+# forwarding headers, three security headers, Server removed, upstream read and pool idle
+# timeouts), written the cheapest way Pingora's API allows. See examples/bare_pingora.rs.
+if want bare_contract; then
+    free_port
+    count bare_contract "bare Pingora + the contract's headers and timeouts (floor)" "$PORT" 200 "$GET" \
+        "$BARE" "127.0.0.1:$PORT" "127.0.0.1:$UPSTREAM_PORT" 1 --contract
+fi
+
 if want nginx; then
     free_port
     mkdir -p "$WORK/nginx"

@@ -4,10 +4,19 @@
 //! Portcullis uses (see `src/server.rs`), so the difference between the two is Portcullis's own
 //! work per request.
 //!
-//! Usage: `bare_pingora LISTEN UPSTREAM [THREADS]`, e.g.
+//! Usage: `bare_pingora LISTEN UPSTREAM [THREADS] [--contract]`, e.g.
 //! `cargo run --release --example bare_pingora -- 127.0.0.1:8081 127.0.0.1:8080 1`
+//!
+//! `--contract` adds, in the cheapest way Pingora's API allows, only what Portcullis's contract
+//! makes every proxied request carry whatever its route: the four forwarding headers
+//! (`X-Forwarded-For`, `-Proto`, `-Host`, `X-Real-IP`), the three default security headers
+//! where the upstream did not set them, `Server` removed, and the upstream read and pool idle
+//! timeouts. No routing, no policy, no parsing of the target. `bench/instructions.sh` counts
+//! it as the floor a public route cannot go below on Pingora (see docs/BENCHMARKS.md).
 
 use async_trait::async_trait;
+use http::HeaderValue;
+use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::{ProxyHttp, Session};
 use pingora::server::configuration::ServerConf;
@@ -15,6 +24,7 @@ use pingora::server::Server;
 use pingora::upstreams::peer::HttpPeer;
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::time::Duration;
 
 /// Downstream keep-alive, as Portcullis's default `server.timeouts.idle` (60 s).
 const KEEPALIVE_SECS: u64 = 60;
@@ -25,7 +35,17 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 struct PassThrough {
     upstream: SocketAddr,
+    /// `--contract`: the headers and timeouts every Portcullis route must have.
+    contract: bool,
 }
+
+/// The security headers Portcullis adds by default, with names as `&'static str` (no copy of
+/// the name per insert) in the bytes Pingora writes for them today.
+const SECURITY: [(&str, &str); 3] = [
+    ("x-content-type-options", "nosniff"),
+    ("x-frame-options", "SAMEORIGIN"),
+    ("referrer-policy", "strict-origin-when-cross-origin"),
+];
 
 #[async_trait]
 impl ProxyHttp for PassThrough {
@@ -39,14 +59,64 @@ impl ProxyHttp for PassThrough {
     }
 
     async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut ()) -> Result<Box<HttpPeer>> {
-        Ok(Box::new(HttpPeer::new(self.upstream, false, String::new())))
+        let mut peer = HttpPeer::new(self.upstream, false, String::new());
+        if self.contract {
+            peer.options.read_timeout = Some(Duration::from_secs(60));
+            peer.options.idle_timeout = Some(Duration::from_secs(60));
+        }
+        Ok(Box::new(peer))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        req: &mut RequestHeader,
+        _ctx: &mut (),
+    ) -> Result<()> {
+        if !self.contract {
+            return Ok(());
+        }
+        let peer = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip().to_string())
+            .unwrap_or_default();
+        let peer = HeaderValue::from_str(&peer).unwrap_or_else(|_| HeaderValue::from_static(""));
+        let host = req.headers.get(http::header::HOST).cloned();
+        req.insert_header("x-forwarded-for", peer.clone())?;
+        req.insert_header("x-forwarded-proto", HeaderValue::from_static("http"))?;
+        if let Some(host) = host {
+            req.insert_header("x-forwarded-host", host)?;
+        }
+        req.insert_header("x-real-ip", peer)?;
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        _ctx: &mut (),
+    ) -> Result<()> {
+        if !self.contract {
+            return Ok(());
+        }
+        if resp.headers.contains_key(http::header::SERVER) {
+            resp.remove_header(&http::header::SERVER);
+        }
+        for (name, value) in SECURITY {
+            if !resp.headers.contains_key(name) {
+                resp.insert_header(name, HeaderValue::from_static(value))?;
+            }
+        }
+        Ok(())
     }
 }
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     let usage = || {
-        eprintln!("usage: bare_pingora LISTEN UPSTREAM [THREADS]");
+        eprintln!("usage: bare_pingora LISTEN UPSTREAM [THREADS] [--contract]");
         ExitCode::FAILURE
     };
     let (listen, upstream) = match (args.get(1), args.get(2)) {
@@ -57,6 +127,8 @@ fn main() -> ExitCode {
         eprintln!("bare_pingora: UPSTREAM must be IP:PORT, got {upstream:?}");
         return usage();
     };
+    let contract = args.iter().skip(3).any(|a| a == "--contract");
+    let args: Vec<String> = args.into_iter().filter(|a| a != "--contract").collect();
     let threads = match args.get(3).map(|t| t.parse::<usize>()) {
         None => 1,
         Some(Ok(t)) if t > 0 => t,
@@ -76,7 +148,7 @@ fn main() -> ExitCode {
     server.bootstrap();
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
-        PassThrough { upstream },
+        PassThrough { upstream, contract },
         "bare-pingora",
     );
     proxy.threads = Some(threads);

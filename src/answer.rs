@@ -28,8 +28,13 @@ pub enum Style {
     /// proxied response would get (and `no-store` when it has a body).
     AsUpstream(Arc<Route>),
     /// An allowed forward-auth check, read by the front proxy rather than a browser: only
-    /// `no-store`.
-    Check,
+    /// `no-store`, and the identity headers (shared with the session's cache entry, written
+    /// with their static spellings).
+    Check {
+        identity: crate::session::record::HeaderList,
+        /// The signed assertion (empty for anonymous checks).
+        assertion: Option<(crate::headers::FieldName, http::HeaderValue)>,
+    },
 }
 
 /// Status and headers only: a cookie or a code in a `Location` must never reach a log.

@@ -2,7 +2,7 @@
 //! headers responses carry, and the per-route additions. All compiled at load time into
 //! ready `HeaderName`/`HeaderValue` pairs so the hot path only copies them.
 
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::{HeaderName, HeaderValue};
 
 /// Whether `name` (lower-case) is an identity header that apps migrated from other proxies
 /// commonly trust. These are stripped even when not configured, so a forged one can never
@@ -185,6 +185,70 @@ impl StripList {
     }
 }
 
+/// A configured header name that Portcullis writes on many requests (the identity headers),
+/// with its spelling on the wire as a `&'static str`.
+///
+/// Pingora keeps each header's spelling in a second map, taken from the name it is given: a
+/// `HeaderName` is copied into a fresh buffer on every write, a `&'static str` is not. `wire`
+/// is the spelling Pingora gave the `HeaderName` (its title case for the few names it knows,
+/// otherwise lower case), so writing either puts the same bytes on the wire. Each distinct
+/// name is kept once for the life of the process, however often the configuration reloads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldName {
+    pub name: HeaderName,
+    pub wire: &'static str,
+}
+
+impl FieldName {
+    pub fn new(name: HeaderName) -> FieldName {
+        let wire = pingora_title_case(&name).unwrap_or_else(|| intern(name.as_str()));
+        FieldName { name, wire }
+    }
+}
+
+impl From<HeaderName> for FieldName {
+    fn from(name: HeaderName) -> FieldName {
+        FieldName::new(name)
+    }
+}
+
+/// The names Pingora writes in title case when given a `HeaderName`.
+fn pingora_title_case(name: &HeaderName) -> Option<&'static str> {
+    use http::header;
+    Some(match *name {
+        header::ACCEPT_RANGES => "Accept-Ranges",
+        header::AGE => "Age",
+        header::CACHE_CONTROL => "Cache-Control",
+        header::CONNECTION => "Connection",
+        header::CONTENT_TYPE => "Content-Type",
+        header::CONTENT_ENCODING => "Content-Encoding",
+        header::CONTENT_LENGTH => "Content-Length",
+        header::DATE => "Date",
+        header::TRANSFER_ENCODING => "Transfer-Encoding",
+        header::HOST => "Host",
+        header::SERVER => "Server",
+        header::SET_COOKIE => "Set-Cookie",
+        _ => return None,
+    })
+}
+
+/// `name`, kept for the life of the process: once per distinct name, so reloads do not grow it.
+fn intern(name: &str) -> &'static str {
+    use std::collections::HashSet;
+    use std::sync::{Mutex, OnceLock};
+    static NAMES: OnceLock<Mutex<HashSet<&'static str>>> = OnceLock::new();
+    let mut names = NAMES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(kept) = names.get(name) {
+        return kept;
+    }
+    let kept: &'static str = Box::leak(name.to_owned().into_boxed_str());
+    names.insert(kept);
+    kept
+}
+
 /// Security headers for one kind of response; added only where the response lacks them.
 #[derive(Debug, Clone, Default)]
 pub struct SecurityHeaders {
@@ -194,22 +258,14 @@ pub struct SecurityHeaders {
 }
 
 impl SecurityHeaders {
-    /// The headers to add to a response whose current headers are `present`.
-    pub fn missing<'a>(
-        &'a self,
-        present: &'a HeaderMap,
-        tls: bool,
-    ) -> impl Iterator<Item = (&'a HeaderName, &'a HeaderValue)> + 'a {
+    /// The headers a response should carry: all of them, HSTS only over TLS.
+    pub fn wanted(&self, tls: bool) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
         let hsts = self
             .hsts
             .as_ref()
             .filter(|_| tls)
             .map(|v| (&http::header::STRICT_TRANSPORT_SECURITY, v));
-        self.always
-            .iter()
-            .map(|(n, v)| (n, v))
-            .chain(hsts)
-            .filter(move |(n, _)| !present.contains_key(*n))
+        self.always.iter().map(|(n, v)| (n, v)).chain(hsts)
     }
 }
 
@@ -349,34 +405,39 @@ mod tests {
     }
 
     #[test]
-    fn security_headers_never_duplicate() {
+    fn security_headers_send_hsts_only_over_tls() {
         let set = SecurityHeaders {
-            always: vec![
-                (
-                    HeaderName::from_static("x-frame-options"),
-                    HeaderValue::from_static("DENY"),
-                ),
-                (
-                    HeaderName::from_static("x-content-type-options"),
-                    HeaderValue::from_static("nosniff"),
-                ),
-            ],
+            always: vec![(
+                HeaderName::from_static("x-content-type-options"),
+                HeaderValue::from_static("nosniff"),
+            )],
             hsts: Some(HeaderValue::from_static("max-age=1")),
         };
-        let mut present = HeaderMap::new();
-        present.insert("x-frame-options", HeaderValue::from_static("SAMEORIGIN"));
-        let added: Vec<_> = set
-            .missing(&present, false)
-            .map(|(n, _)| n.as_str())
-            .collect();
-        assert_eq!(added, ["x-content-type-options"]);
-        let added: Vec<_> = set
-            .missing(&present, true)
-            .map(|(n, _)| n.as_str())
-            .collect();
+        let names = |tls| set.wanted(tls).map(|(n, _)| n.as_str()).collect::<Vec<_>>();
+        assert_eq!(names(false), ["x-content-type-options"]);
         assert_eq!(
-            added,
+            names(true),
             ["x-content-type-options", "strict-transport-security"]
         );
+    }
+
+    #[test]
+    fn field_names_are_spelled_as_pingora_spells_them_and_kept_once() {
+        let a = FieldName::new(HeaderName::from_static("x-auth-request-user"));
+        let b = FieldName::new(HeaderName::from_bytes(b"X-Auth-Request-User").unwrap());
+        assert_eq!(a.wire, "x-auth-request-user");
+        assert!(std::ptr::eq(a.wire, b.wire), "one copy per distinct name");
+        assert_eq!(FieldName::new(http::header::SET_COOKIE).wire, "Set-Cookie");
+        for name in ["x-frame-options", "location", "x-user"] {
+            let f = FieldName::new(HeaderName::from_static(name));
+            let mut by_name = pingora::http::RequestHeader::build("GET", b"/", None).unwrap();
+            by_name.insert_header(f.name.clone(), "v").unwrap();
+            let mut by_wire = pingora::http::RequestHeader::build("GET", b"/", None).unwrap();
+            by_wire.insert_header(f.wire, "v").unwrap();
+            let (mut x, mut y) = (bytes::BytesMut::new(), bytes::BytesMut::new());
+            by_name.header_to_h1_wire(&mut x);
+            by_wire.header_to_h1_wire(&mut y);
+            assert_eq!(x, y, "{name}");
+        }
     }
 }

@@ -29,7 +29,7 @@ pub struct Runtime {
     pub(crate) own_pages: SecurityHeaders,
     pub(crate) remove_response: Vec<HeaderName>,
     /// `headers.identity`: header name and template, sent upstream for logged-in users.
-    pub(crate) identity_headers: Vec<(HeaderName, String)>,
+    pub(crate) identity_headers: Vec<(crate::headers::FieldName, String)>,
     /// Tells these templates from those of any other load: a session's rendered headers are
     /// kept for the templates they were rendered with.
     pub(crate) identity_generation: u64,

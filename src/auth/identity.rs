@@ -1,14 +1,15 @@
 //! Identity headers sent upstream, rendered from `headers.identity` templates.
 
+use crate::headers::FieldName;
 use crate::session::SessionRecord;
-use http::{HeaderName, HeaderValue};
+use http::HeaderValue;
 
 /// Renders each `(header, template)` for `record`. A value that cannot be a header value
 /// (control characters) is left out rather than sent mangled.
 pub fn render_identity_headers(
-    templates: &[(HeaderName, String)],
+    templates: &[(FieldName, String)],
     record: &SessionRecord,
-) -> Vec<(HeaderName, HeaderValue)> {
+) -> Vec<(FieldName, HeaderValue)> {
     templates
         .iter()
         .filter_map(|(name, template)| {
@@ -47,6 +48,7 @@ fn render(template: &str, r: &SessionRecord) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderName;
 
     #[test]
     fn templates_render_and_bad_values_are_dropped() {
@@ -54,12 +56,18 @@ mod tests {
         r.email = Some("alice@example.com".into());
         r.groups = vec!["staff".into(), "admins".into()];
         let t = vec![
-            (HeaderName::from_static("x-user"), "{user}".to_string()),
             (
-                HeaderName::from_static("x-who"),
+                HeaderName::from_static("x-user").into(),
+                "{user}".to_string(),
+            ),
+            (
+                HeaderName::from_static("x-who").into(),
                 "{user} <{email}> in {groups}".to_string(),
             ),
-            (HeaderName::from_static("x-name"), "{name}".to_string()),
+            (
+                HeaderName::from_static("x-name").into(),
+                "{name}".to_string(),
+            ),
         ];
         let h = render_identity_headers(&t, &r);
         assert_eq!(h[0].1, "alice");

@@ -64,7 +64,7 @@ pub fn compile(file: schema::File, source: &Path) -> Result<Runtime, Problems> {
     let strip = StripList::new(
         identity_headers
             .iter()
-            .map(|(n, _)| n.clone())
+            .map(|(n, _)| n.name.clone())
             .chain(super::compile_issuer::assertion_header(&file)),
         file.headers.underscores_in_headers,
     );

@@ -52,14 +52,14 @@ fn header_value(s: &str) -> Result<HeaderValue, String> {
 pub(super) fn identity_headers(
     map: &BTreeMap<String, String>,
     p: &mut Problems,
-) -> Vec<(HeaderName, String)> {
+) -> Vec<(crate::headers::FieldName, String)> {
     let mut out = Vec::new();
     for (name, template) in map {
         let key = format!("headers.identity.{name}");
         let n = note(p, key.clone(), settable_header(name));
         let t = note(p, key, check_template(template));
         if let (Some(n), Some(())) = (n, t) {
-            out.push((n, template.clone()));
+            out.push((n.into(), template.clone()));
         }
     }
     out

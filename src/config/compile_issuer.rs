@@ -248,7 +248,7 @@ pub fn compile_issuer(
         host: url.1,
         iss,
         keys,
-        assertion_header,
+        assertion_header: assertion_header.into(),
         assertion_ttl,
         access_token_ttl,
         clients: Arc::new(Clients::new(list)),

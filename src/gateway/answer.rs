@@ -2,11 +2,12 @@
 //! which door asked; [`answer`] turns a [`Decision`] into the request going upstream or an
 //! [`Answer`], and [`write`] writes every answer with what its [`Style`] needs.
 
-use super::{forwarded, Ctx};
+use super::{forwarded, put, Ctx};
 use crate::answer::{Answer, Style};
 use crate::auth::endpoints::login_url;
 use crate::auth::render_identity_headers;
 use crate::decision::Decision;
+use crate::headers::SecurityHeaders;
 use crate::refusal::Refusal;
 use crate::request::RequestView;
 use crate::upstream::Upstream;
@@ -127,32 +128,35 @@ pub(super) async fn answer(
                     .and_then(|who| issuer.assertions.get(issuer, who, &view.host));
                 (name, value)
             });
-            let mut headers: Vec<_> = match &rendered {
-                Some(h) if front != Front::Proxy => h.to_vec(),
-                // Anonymous checks carry the identity headers empty: front proxies that copy
-                // them onto the request (Traefik, Caddy) then overwrite whatever a client sent.
-                None if front != Front::Proxy => rt
-                    .identity_headers
-                    .iter()
-                    .map(|(n, _)| (n.clone(), http::HeaderValue::from_static("")))
-                    .collect(),
-                _ => Vec::new(),
-            };
-            match assertion {
-                Some((name, value)) if front != Front::Proxy => headers.push((
-                    name,
-                    value.unwrap_or_else(|| http::HeaderValue::from_static("")),
-                )),
-                Some((name, Some(value))) => ctx.assertion = Some((name, value)),
-                _ => {}
-            }
             if front != Front::Proxy {
+                let assertion = assertion.map(|(name, value)| {
+                    (
+                        name,
+                        value.unwrap_or_else(|| http::HeaderValue::from_static("")),
+                    )
+                });
+                let identity = match rendered {
+                    Some(h) => h,
+                    // Anonymous checks carry the identity headers empty: front proxies that
+                    // copy them onto the request (Traefik, Caddy) then overwrite whatever a
+                    // client sent.
+                    None => rt
+                        .identity_headers
+                        .iter()
+                        .map(|(n, _)| (n.clone(), http::HeaderValue::from_static("")))
+                        .collect(),
+                };
                 Answer {
-                    headers,
-                    style: Style::Check,
+                    style: Style::Check {
+                        identity,
+                        assertion,
+                    },
                     ..Answer::empty(StatusCode::OK)
                 }
             } else {
+                if let Some((name, Some(value))) = assertion {
+                    ctx.assertion = Some((name, value));
+                }
                 match &route.upstream {
                     Upstream::Http(_) => {
                         ctx.identity = rendered;
@@ -218,6 +222,21 @@ pub(super) fn rate_headers(ctx: &Ctx, resp: &mut ResponseHeader) -> Result<()> {
     Ok(())
 }
 
+/// Adds the security headers `resp` lacks (HSTS only over TLS): to proxied responses, where
+/// the app's own win, and to answers written here.
+pub(super) fn add_security(
+    resp: &mut ResponseHeader,
+    security: &SecurityHeaders,
+    tls: bool,
+) -> Result<()> {
+    for (n, v) in security.wanted(tls) {
+        if !resp.headers.contains_key(n) {
+            put::response(resp, n, v.clone())?;
+        }
+    }
+    Ok(())
+}
+
 /// Writes `answer` with a `Content-Length` (Pingora closes the connection without one), the
 /// headers of its style, and the clearing of a dead session cookie. A HEAD request gets the
 /// headers only. Always `Ok(true)`: the request is answered.
@@ -234,13 +253,21 @@ pub(super) async fn write(session: &mut Session, ctx: &Ctx, answer: Answer) -> R
         || answer.status == StatusCode::NO_CONTENT
         || answer.status == StatusCode::NOT_MODIFIED;
     if !bodiless {
-        resp.insert_header(http::header::CONTENT_LENGTH, answer.body.len())?;
+        // Most answers written here without a body are checks and redirects: a static "0"
+        // spares formatting the number into a fresh buffer.
+        match answer.body.len() {
+            0 => resp.insert_header(
+                http::header::CONTENT_LENGTH,
+                http::HeaderValue::from_static("0"),
+            )?,
+            len => resp.insert_header(http::header::CONTENT_LENGTH, len)?,
+        }
     }
     for (n, v) in answer.headers {
         if n == http::header::SET_COOKIE {
             resp.append_header(n, v)?;
         } else {
-            resp.insert_header(n, v)?;
+            put::response(&mut resp, &n, v)?;
         }
     }
     if let Some(clear) = &ctx.clear_cookie {
@@ -251,7 +278,7 @@ pub(super) async fn write(session: &mut Session, ctx: &Ctx, answer: Answer) -> R
         Style::OwnPage => Some(&ctx.rt.own_pages),
         Style::AsUpstream(route) => {
             for (n, v) in &route.headers.response_add {
-                resp.insert_header(n.clone(), v.clone())?;
+                put::response(&mut resp, n, v.clone())?;
             }
             if answer.content_type.is_some() {
                 resp.insert_header(
@@ -261,7 +288,13 @@ pub(super) async fn write(session: &mut Session, ctx: &Ctx, answer: Answer) -> R
             }
             Some(&route.headers.security)
         }
-        Style::Check => {
+        Style::Check {
+            identity,
+            assertion,
+        } => {
+            for (n, v) in identity.iter().chain(assertion) {
+                resp.insert_header(n.wire, v.clone())?;
+            }
             // The front proxy reads this answer, no browser does: page security headers
             // would only be bytes to write on every check.
             resp.insert_header(
@@ -272,13 +305,7 @@ pub(super) async fn write(session: &mut Session, ctx: &Ctx, answer: Answer) -> R
         }
     };
     if let Some(security) = security {
-        let missing: Vec<_> = security
-            .missing(&resp.headers, ctx.tls)
-            .map(|(n, v)| (n.clone(), v.clone()))
-            .collect();
-        for (n, v) in missing {
-            resp.insert_header(n, v)?;
-        }
+        add_security(&mut resp, security, ctx.tls)?;
     }
     let body_empty = head || bodiless || answer.body.is_empty();
     session
@@ -288,4 +315,52 @@ pub(super) async fn write(session: &mut Session, ctx: &Ctx, answer: Answer) -> R
         session.write_response_body(Some(answer.body), true).await?;
     }
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::{HeaderName, HeaderValue};
+
+    fn security() -> SecurityHeaders {
+        SecurityHeaders {
+            always: vec![
+                (
+                    HeaderName::from_static("x-frame-options"),
+                    HeaderValue::from_static("DENY"),
+                ),
+                (
+                    HeaderName::from_static("x-content-type-options"),
+                    HeaderValue::from_static("nosniff"),
+                ),
+            ],
+            hsts: Some(HeaderValue::from_static("max-age=1")),
+        }
+    }
+
+    fn wire(resp: &ResponseHeader) -> String {
+        let mut buf = bytes::BytesMut::new();
+        resp.header_to_h1_wire(&mut buf);
+        String::from_utf8(buf.to_vec()).unwrap()
+    }
+
+    /// The app's own security headers win, with their spelling; the missing ones are added
+    /// once; HSTS only over TLS.
+    #[test]
+    fn security_headers_never_duplicate_and_keep_the_apps() {
+        let mut resp = ResponseHeader::build(200, None).unwrap();
+        resp.insert_header("X-Frame-Options", "SAMEORIGIN").unwrap();
+        add_security(&mut resp, &security(), false).unwrap();
+        add_security(&mut resp, &security(), false).unwrap();
+        assert_eq!(
+            wire(&resp),
+            "X-Frame-Options: SAMEORIGIN\r\nx-content-type-options: nosniff\r\n"
+        );
+        add_security(&mut resp, &security(), true).unwrap();
+        assert_eq!(
+            wire(&resp),
+            "X-Frame-Options: SAMEORIGIN\r\nx-content-type-options: nosniff\r\n\
+             strict-transport-security: max-age=1\r\n"
+        );
+    }
 }

@@ -17,8 +17,10 @@ use async_trait::async_trait;
 use pingora::apps::ServerApp;
 use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 tokio::task_local! {
@@ -97,16 +99,32 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for HeadDeadline<A> {
         tokio::pin!(serve);
         loop {
             let wait = clock.remaining().unwrap_or(header);
-            tokio::select! {
-                biased;
-                done = &mut serve => return done,
-                () = tokio::time::sleep(wait) => {
-                    if clock.remaining().is_some_and(|left| left.is_zero()) {
-                        tracing::debug!("request head not complete in time; connection closed");
-                        metrics::REQUESTS.with_label_values(&["-", "408"]).inc();
-                        return None;
+            let sleep = tokio::time::sleep(wait);
+            tokio::pin!(sleep);
+            // The connection is polled on every wake (several per request), the timer only
+            // on its first poll and once it has fired: registered once, it wakes this task by
+            // itself, and polling it on every wake cost more than the rest of this wrapper.
+            let mut registered = false;
+            let served = std::future::poll_fn(|cx| {
+                if let Poll::Ready(done) = serve.as_mut().poll(cx) {
+                    return Poll::Ready(Some(done));
+                }
+                if !registered || sleep.is_elapsed() {
+                    registered = true;
+                    if sleep.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(None);
                     }
                 }
+                Poll::Pending
+            })
+            .await;
+            if let Some(done) = served {
+                return done;
+            }
+            if clock.remaining().is_some_and(|left| left.is_zero()) {
+                tracing::debug!("request head not complete in time; connection closed");
+                metrics::REQUESTS.with_label_values(&["-", "408"]).inc();
+                return None;
             }
         }
     }

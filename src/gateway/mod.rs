@@ -10,6 +10,7 @@ mod header_deadline;
 mod original;
 mod peer;
 mod phases;
+mod put;
 mod read;
 
 pub use header_deadline::HeadDeadline;
@@ -44,9 +45,9 @@ pub struct Ctx {
     /// headers, see [`crate::headers::Fate`]); usually none.
     not_forwarded: Vec<http::HeaderName>,
     /// Identity headers for the upstream (none when anonymous), rendered once per session.
-    identity: Option<Arc<[(http::HeaderName, http::HeaderValue)]>>,
+    identity: Option<crate::session::record::HeaderList>,
     /// The signed identity assertion for the upstream (none when anonymous or no issuer).
-    assertion: Option<(http::HeaderName, http::HeaderValue)>,
+    assertion: Option<(crate::headers::FieldName, http::HeaderValue)>,
     /// `Set-Cookie` clearing a session cookie that named no live session, for whatever answer
     /// this request gets.
     clear_cookie: Option<http::HeaderValue>,

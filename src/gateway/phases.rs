@@ -2,7 +2,7 @@
 //! what an early return means; each is a few lines calling [`read`], the engine and [`answer`].
 
 use super::answer::{self, Front};
-use super::{forwarded, header_deadline, original, peer, read, Ctx, Gateway};
+use super::{forwarded, header_deadline, original, peer, put, read, Ctx, Gateway};
 use crate::answer::Answer;
 use crate::auth::endpoints::{self, EndpointRequest};
 use crate::decision;
@@ -103,7 +103,7 @@ impl ProxyHttp for Gateway {
         };
         let body = !session.is_body_empty() || session.is_upgrade_req();
         match peer::peer(up, body).await {
-            Ok(peer) => Ok(Box::new(peer)),
+            Ok(peer) => Ok(peer),
             Err(e) => Err(Error::explain(
                 ErrorType::ConnectNoRoute,
                 format!("resolving {}: {e}", up.url),
@@ -149,23 +149,9 @@ impl ProxyHttp for Gateway {
             return Ok(());
         };
         for (n, v) in &route.headers.response_add {
-            resp.insert_header(n.clone(), v.clone())?;
+            put::response(resp, n, v.clone())?;
         }
-        let security = &route.headers.security;
-        for (n, v) in &security.always {
-            if !resp.headers.contains_key(n) {
-                resp.insert_header(n.clone(), v.clone())?;
-            }
-        }
-        if let (true, Some(v)) = (ctx.tls, &security.hsts) {
-            if !resp
-                .headers
-                .contains_key(http::header::STRICT_TRANSPORT_SECURITY)
-            {
-                resp.insert_header(http::header::STRICT_TRANSPORT_SECURITY, v.clone())?;
-            }
-        }
-        Ok(())
+        answer::add_security(resp, &route.headers.security, ctx.tls)
     }
 
     /// Runs when proxying failed: 502 when the upstream is unreachable, 504 when it timed

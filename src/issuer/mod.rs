@@ -43,7 +43,7 @@ pub struct IssuerConfig {
     /// The issuer url's host: where discovery and `/.well-known/jwks.json` are served.
     pub host: String,
     pub keys: KeySource,
-    pub assertion_header: http::HeaderName,
+    pub assertion_header: crate::headers::FieldName,
     pub assertion_ttl: Duration,
     pub access_token_ttl: Duration,
     pub clients: Arc<clients::Clients>,

@@ -164,7 +164,7 @@ pub struct SessionRecord {
 pub struct RenderedHeaders(std::sync::OnceLock<(u64, HeaderList)>);
 
 /// Header names and values, shared.
-pub type HeaderList = std::sync::Arc<[(http::HeaderName, http::HeaderValue)]>;
+pub type HeaderList = std::sync::Arc<[(crate::headers::FieldName, http::HeaderValue)]>;
 
 impl RenderedHeaders {
     /// The headers rendered under the templates of `generation`, rendering them with `render`
@@ -173,7 +173,7 @@ impl RenderedHeaders {
     pub fn get_or_render(
         &self,
         generation: u64,
-        render: impl FnOnce() -> Vec<(http::HeaderName, http::HeaderValue)>,
+        render: impl FnOnce() -> Vec<(crate::headers::FieldName, http::HeaderValue)>,
     ) -> HeaderList {
         if let Some((kept, headers)) = self.0.get() {
             if *kept == generation {
