@@ -306,6 +306,34 @@ if want static; then
         "$PORTCULLIS" serve --config "$WORK/conf-static/portcullis.yaml"
 fi
 
+# The same floor for the forward-auth request's bytes (its three front-proxy headers and the
+# session cookie, read and dropped by Pingora): what is left between this row and the
+# forward-auth row is the check itself.
+if want static_fa_bytes; then
+    free_port
+    mint
+    portcullis_conf "$WORK/conf-static-fa/portcullis.yaml" "routes:
+  - { name: static, path: /, upstream: \"static://200\", auth: none }" "  trusted_proxies: [127.0.0.1/32]"
+    STATIC_FA_GET="GET / HTTP/1.1\\r\\nHost: auth.internal\\r\\nX-Original-URL: http://app.test/\\r\\nX-Original-Method: GET\\r\\nX-Forwarded-For: 203.0.113.7\\r\\nAccept: */*\\r\\nCookie: _portcullis=$COOKIE\\r\\n\\r\\n"
+    count static_fa_bytes "Portcullis, static://200 route, the forward-auth request's bytes" "$PORT" 200 \
+        "$STATIC_FA_GET" "$PORTCULLIS" serve --config "$WORK/conf-static-fa/portcullis.yaml"
+fi
+
+# Pingora alone answering 200 from request_filter, to the plain request and to the
+# forward-auth request's bytes: the floor under the two rows above and under forward auth.
+if want bare_answer; then
+    free_port
+    count bare_answer "bare Pingora answering 200 itself" "$PORT" 200 "$GET" \
+        "$BARE" "127.0.0.1:$PORT" "127.0.0.1:$UPSTREAM_PORT" 1 --answer
+fi
+if want bare_answer_fa_bytes; then
+    free_port
+    mint
+    BARE_FA_GET="GET /.portcullis/auth HTTP/1.1\\r\\nHost: auth.internal\\r\\nX-Original-URL: http://app.test/\\r\\nX-Original-Method: GET\\r\\nX-Forwarded-For: 203.0.113.7\\r\\nAccept: */*\\r\\nCookie: _portcullis=$COOKIE\\r\\n\\r\\n"
+    count bare_answer_fa_bytes "bare Pingora answering 200 itself, the forward-auth request's bytes" "$PORT" 200 \
+        "$BARE_FA_GET" "$BARE" "127.0.0.1:$PORT" "127.0.0.1:$UPSTREAM_PORT" 1 --answer
+fi
+
 # Scale: the same public request on a host route, alone and among 10 000 exact and 1 000
 # wildcard hosts; then a request for a wildcard host, alone and among them. A host lookup that
 # does not depend on the number of routes gives the same count in each pair.

@@ -4,7 +4,7 @@
 //! Portcullis uses (see `src/server.rs`), so the difference between the two is Portcullis's own
 //! work per request.
 //!
-//! Usage: `bare_pingora LISTEN UPSTREAM [THREADS] [--contract]`, e.g.
+//! Usage: `bare_pingora LISTEN UPSTREAM [THREADS] [--contract] [--answer]`, e.g.
 //! `cargo run --release --example bare_pingora -- 127.0.0.1:8081 127.0.0.1:8080 1`
 //!
 //! `--contract` adds, in the cheapest way Pingora's API allows, only what Portcullis's contract
@@ -13,6 +13,9 @@
 //! where the upstream did not set them, `Server` removed, and the upstream read and pool idle
 //! timeouts. No routing, no policy, no parsing of the target. `bench/instructions.sh` counts
 //! it as the floor a public route cannot go below on Pingora (see docs/BENCHMARKS.md).
+//!
+//! `--answer` answers every request itself, `200` with an empty body, without an upstream:
+//! the floor for an answer such as a forward-auth check's.
 
 use async_trait::async_trait;
 use http::HeaderValue;
@@ -37,6 +40,8 @@ struct PassThrough {
     upstream: SocketAddr,
     /// `--contract`: the headers and timeouts every Portcullis route must have.
     contract: bool,
+    /// `--answer`: answer `200` here, never forward.
+    answer: bool,
 }
 
 /// The security headers Portcullis adds by default, with names as `&'static str` (no copy of
@@ -55,7 +60,13 @@ impl ProxyHttp for PassThrough {
 
     async fn request_filter(&self, session: &mut Session, _ctx: &mut ()) -> Result<bool> {
         session.set_keepalive(Some(KEEPALIVE_SECS));
-        Ok(false)
+        if !self.answer {
+            return Ok(false);
+        }
+        let mut resp = ResponseHeader::build_no_case(200, Some(2))?;
+        resp.insert_header(http::header::CONTENT_LENGTH, HeaderValue::from_static("0"))?;
+        session.write_response_header(Box::new(resp), true).await?;
+        Ok(true)
     }
 
     async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut ()) -> Result<Box<HttpPeer>> {
@@ -116,7 +127,7 @@ impl ProxyHttp for PassThrough {
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     let usage = || {
-        eprintln!("usage: bare_pingora LISTEN UPSTREAM [THREADS] [--contract]");
+        eprintln!("usage: bare_pingora LISTEN UPSTREAM [THREADS] [--contract] [--answer]");
         ExitCode::FAILURE
     };
     let (listen, upstream) = match (args.get(1), args.get(2)) {
@@ -127,8 +138,12 @@ fn main() -> ExitCode {
         eprintln!("bare_pingora: UPSTREAM must be IP:PORT, got {upstream:?}");
         return usage();
     };
-    let contract = args.iter().skip(3).any(|a| a == "--contract");
-    let args: Vec<String> = args.into_iter().filter(|a| a != "--contract").collect();
+    let flag = |name: &str| args.iter().skip(3).any(|a| a == name);
+    let (contract, answer) = (flag("--contract"), flag("--answer"));
+    let args: Vec<String> = args
+        .into_iter()
+        .filter(|a| a != "--contract" && a != "--answer")
+        .collect();
     let threads = match args.get(3).map(|t| t.parse::<usize>()) {
         None => 1,
         Some(Ok(t)) if t > 0 => t,
@@ -148,7 +163,11 @@ fn main() -> ExitCode {
     server.bootstrap();
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
-        PassThrough { upstream, contract },
+        PassThrough {
+            upstream,
+            contract,
+            answer,
+        },
         "bare-pingora",
     );
     proxy.threads = Some(threads);

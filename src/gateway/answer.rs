@@ -155,7 +155,7 @@ pub(super) async fn answer(
                 }
             } else {
                 if let Some((name, Some(value))) = assertion {
-                    ctx.assertion = Some((name, value));
+                    ctx.assertion = Some(Box::new((name, value)));
                 }
                 match &route.upstream {
                     Upstream::Http(_) => {
@@ -271,7 +271,7 @@ pub(super) async fn write(session: &mut Session, ctx: &Ctx, answer: Answer) -> R
         }
     }
     if let Some(clear) = &ctx.clear_cookie {
-        resp.append_header(http::header::SET_COOKIE, clear.clone())?;
+        resp.append_header(http::header::SET_COOKIE, clear.as_ref().clone())?;
     }
     rate_headers(ctx, &mut resp)?;
     let security = match &answer.style {

@@ -110,7 +110,7 @@ pub fn prepare(req: &mut RequestHeader, ctx: &Ctx, route: &Route) -> Result<()> 
     for (n, v) in ctx.identity.iter().flat_map(|h| h.iter()) {
         req.insert_header(n.wire, v.clone())?;
     }
-    if let Some((n, v)) = &ctx.assertion {
+    if let Some((n, v)) = ctx.assertion.as_deref() {
         req.insert_header(n.wire, v.clone())?;
     }
     if let Some(auth) = &ctx.rt.auth {

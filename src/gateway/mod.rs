@@ -27,7 +27,9 @@ pub struct Gateway {
     pub runtime: Arc<ArcSwap<Runtime>>,
 }
 
-/// Per-request state, created when the request's head has been read.
+/// Per-request state, created when the request's head has been read. Kept small: Pingora
+/// moves it with its request futures several times per request (each move a `memcpy` of its
+/// size), so what most requests lack is boxed.
 pub struct Ctx {
     /// The configuration this request is served under, even if a reload happens meanwhile.
     rt: Arc<Runtime>,
@@ -47,10 +49,10 @@ pub struct Ctx {
     /// Identity headers for the upstream (none when anonymous), rendered once per session.
     identity: Option<crate::session::record::HeaderList>,
     /// The signed identity assertion for the upstream (none when anonymous or no issuer).
-    assertion: Option<(crate::headers::FieldName, http::HeaderValue)>,
+    assertion: Option<Box<(crate::headers::FieldName, http::HeaderValue)>>,
     /// `Set-Cookie` clearing a session cookie that named no live session, for whatever answer
     /// this request gets.
-    clear_cookie: Option<http::HeaderValue>,
+    clear_cookie: Option<Box<http::HeaderValue>>,
     /// The most restrictive rate limiter's answer, whose headers every response carries.
     rate: Option<crate::ratelimit::Note>,
 }

@@ -142,7 +142,7 @@ impl ProxyHttp for Gateway {
             }
         }
         if let Some(clear) = &ctx.clear_cookie {
-            resp.append_header(http::header::SET_COOKIE, clear.clone())?;
+            resp.append_header(http::header::SET_COOKIE, clear.as_ref().clone())?;
         }
         answer::rate_headers(ctx, resp)?;
         let Some(route) = ctx.route.as_deref() else {
@@ -474,7 +474,9 @@ async fn form_body(session: &mut Session) -> Result<Option<Vec<u8>>> {
 }
 
 /// The `Set-Cookie` that clears the session cookie.
-fn clearing_cookie(rt: &crate::runtime::Runtime) -> Option<http::HeaderValue> {
+fn clearing_cookie(rt: &crate::runtime::Runtime) -> Option<Box<http::HeaderValue>> {
     let auth = rt.auth.as_ref()?;
-    http::HeaderValue::from_str(&auth.config.cookie.clear_cookie()).ok()
+    http::HeaderValue::from_str(&auth.config.cookie.clear_cookie())
+        .ok()
+        .map(Box::new)
 }
