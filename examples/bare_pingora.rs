@@ -36,12 +36,32 @@ const KEEPALIVE_SECS: u64 = 60;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// The reference: every request forwarded unchanged. Kept exactly as it was before the other
+/// two modes existed, so the baseline does not pay for them.
 struct PassThrough {
     upstream: SocketAddr,
-    /// `--contract`: the headers and timeouts every Portcullis route must have.
-    contract: bool,
-    /// `--answer`: answer `200` here, never forward.
-    answer: bool,
+}
+
+#[async_trait]
+impl ProxyHttp for PassThrough {
+    type CTX = ();
+
+    fn new_ctx(&self) {}
+
+    async fn request_filter(&self, session: &mut Session, _ctx: &mut ()) -> Result<bool> {
+        session.set_keepalive(Some(KEEPALIVE_SECS));
+        Ok(false)
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut ()) -> Result<Box<HttpPeer>> {
+        Ok(Box::new(HttpPeer::new(self.upstream, false, String::new())))
+    }
+}
+
+/// `--contract`: the pass-through plus the headers and timeouts every Portcullis route must
+/// have.
+struct Contract {
+    upstream: SocketAddr,
 }
 
 /// The security headers Portcullis adds by default, with names as `&'static str` (no copy of
@@ -53,29 +73,21 @@ const SECURITY: [(&str, &str); 3] = [
 ];
 
 #[async_trait]
-impl ProxyHttp for PassThrough {
+impl ProxyHttp for Contract {
     type CTX = ();
 
     fn new_ctx(&self) {}
 
     async fn request_filter(&self, session: &mut Session, _ctx: &mut ()) -> Result<bool> {
         session.set_keepalive(Some(KEEPALIVE_SECS));
-        if !self.answer {
-            return Ok(false);
-        }
-        let mut resp = ResponseHeader::build_no_case(200, Some(2))?;
-        resp.insert_header(http::header::CONTENT_LENGTH, HeaderValue::from_static("0"))?;
-        session.write_response_header(Box::new(resp), true).await?;
-        Ok(true)
+        Ok(false)
     }
 
     async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut ()) -> Result<Box<HttpPeer>> {
-        let mut peer = HttpPeer::new(self.upstream, false, String::new());
-        if self.contract {
-            peer.options.read_timeout = Some(Duration::from_secs(60));
-            peer.options.idle_timeout = Some(Duration::from_secs(60));
-        }
-        Ok(Box::new(peer))
+        let mut peer = Box::new(HttpPeer::new(self.upstream, false, String::new()));
+        peer.options.read_timeout = Some(Duration::from_secs(60));
+        peer.options.idle_timeout = Some(Duration::from_secs(60));
+        Ok(peer)
     }
 
     async fn upstream_request_filter(
@@ -84,9 +96,6 @@ impl ProxyHttp for PassThrough {
         req: &mut RequestHeader,
         _ctx: &mut (),
     ) -> Result<()> {
-        if !self.contract {
-            return Ok(());
-        }
         let peer = session
             .client_addr()
             .and_then(|a| a.as_inet())
@@ -109,9 +118,6 @@ impl ProxyHttp for PassThrough {
         resp: &mut ResponseHeader,
         _ctx: &mut (),
     ) -> Result<()> {
-        if !self.contract {
-            return Ok(());
-        }
         if resp.headers.contains_key(http::header::SERVER) {
             resp.remove_header(&http::header::SERVER);
         }
@@ -122,6 +128,50 @@ impl ProxyHttp for PassThrough {
         }
         Ok(())
     }
+}
+
+/// `--answer`: every request answered here, `200` with an empty body; nothing forwarded.
+struct Answer;
+
+#[async_trait]
+impl ProxyHttp for Answer {
+    type CTX = ();
+
+    fn new_ctx(&self) {}
+
+    async fn request_filter(&self, session: &mut Session, _ctx: &mut ()) -> Result<bool> {
+        session.set_keepalive(Some(KEEPALIVE_SECS));
+        let mut resp = ResponseHeader::build_no_case(200, Some(2))?;
+        resp.insert_header(http::header::CONTENT_LENGTH, HeaderValue::from_static("0"))?;
+        session.write_response_header(Box::new(resp), true).await?;
+        Ok(true)
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut ()) -> Result<Box<HttpPeer>> {
+        Error::e_explain(ErrorType::InternalError, "--answer forwards nothing")
+    }
+}
+
+/// Runs `app` as the proxy service on `listen` with Portcullis's server settings.
+fn serve<A>(app: A, listen: &str, threads: usize) -> ExitCode
+where
+    A: ProxyHttp + Send + Sync + 'static,
+    A::CTX: Send + Sync,
+{
+    let conf = ServerConf {
+        threads,
+        grace_period_seconds: Some(0),
+        graceful_shutdown_timeout_seconds: Some(10),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+    let mut proxy =
+        pingora::proxy::http_proxy_service_with_name(&server.configuration, app, "bare-pingora");
+    proxy.threads = Some(threads);
+    proxy.add_tcp(listen);
+    server.add_service(proxy);
+    server.run_forever()
 }
 
 fn main() -> ExitCode {
@@ -153,26 +203,21 @@ fn main() -> ExitCode {
         }
     };
 
-    let conf = ServerConf {
-        threads,
-        grace_period_seconds: Some(0),
-        graceful_shutdown_timeout_seconds: Some(10),
-        ..ServerConf::default()
+    let mode = match (contract, answer) {
+        (true, true) => {
+            eprintln!("bare_pingora: --contract and --answer exclude each other");
+            return usage();
+        }
+        (true, false) => " (--contract)",
+        (false, true) => " (--answer)",
+        (false, false) => "",
     };
-    let mut server = Server::new_with_opt_and_conf(None, conf);
-    server.bootstrap();
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(
-        &server.configuration,
-        PassThrough {
-            upstream,
-            contract,
-            answer,
-        },
-        "bare-pingora",
-    );
-    proxy.threads = Some(threads);
-    proxy.add_tcp(&listen);
-    server.add_service(proxy);
-    eprintln!("bare_pingora: {listen} -> {upstream}, {threads} thread(s)");
-    server.run_forever()
+    eprintln!("bare_pingora: {listen} -> {upstream}, {threads} thread(s){mode}");
+    if contract {
+        serve(Contract { upstream }, &listen, threads)
+    } else if answer {
+        serve(Answer, &listen, threads)
+    } else {
+        serve(PassThrough { upstream }, &listen, threads)
+    }
 }
