@@ -141,8 +141,11 @@ fn original_parts(
         // Split by hand, not with a URL parser: the raw target as sent is what
         // normalisation below must see (a parser re-encodes it), and this runs on every
         // check.
+        // The scheme ends at the first `:` (neither `http` nor `https` holds one), which a
+        // one-byte search finds for a fraction of what a search for "://" costs.
         let (scheme, after_scheme) = original_url
-            .split_once("://")
+            .split_once(':')
+            .and_then(|(scheme, rest)| Some((scheme, rest.strip_prefix("//")?)))
             .ok_or("X-Original-URL is not an absolute URL")?;
         let scheme = match scheme {
             s if s.eq_ignore_ascii_case("https") => "https",
@@ -344,6 +347,11 @@ mod tests {
             ],
             &[("x-original-url", "/relative")],
             &[("x-original-url", "ftp://app.test/")],
+            &[("x-original-url", "http:app.test/")],
+            &[("x-original-url", "http:/app.test/")],
+            &[("x-original-url", "ht:tp://app.test/")],
+            &[("x-original-url", "http:/x://app.test/")],
+            &[("x-original-url", "://app.test/")],
             &[("x-original-url", "http://app.test/x#/../admin")],
             &[("x-original-url", "http://app.test#x")],
             &[

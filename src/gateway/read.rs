@@ -102,12 +102,12 @@ pub(super) fn request(
     let authority = target
         .authority
         .or_else(|| req.uri.authority().map(|a| a.as_str()));
-    let host =
-        routed_host(authority, req.headers.get(http::header::HOST)).map_err(Refusal::Malformed)?;
+    let host_header = req.headers.get(http::header::HOST);
+    let host = routed_host(authority, host_header).map_err(Refusal::Malformed)?;
     // RFC 9112 §3.2.2: an absolute-form target's authority is the request's host.
     ctx.host_header = match authority {
         Some(a) => http::HeaderValue::from_str(a).ok(),
-        None => req.headers.get(http::header::HOST).cloned(),
+        None => host_header.cloned(),
     };
     let path = target.normalised_path().map_err(Refusal::Malformed)?;
     let query = target.query.map(str::to_string);
