@@ -111,13 +111,18 @@ impl Runtime {
             self.auth = None;
             return Ok(());
         };
-        if let Some(prev) = previous.and_then(|p| p.auth.as_ref()) {
+        let previous_auth = previous.and_then(|p| p.auth.as_deref());
+        if let Some(prev) = previous_auth {
             if prev.config.fingerprint == config.fingerprint {
                 self.auth = Some(prev.reconfigure(config.clone()));
                 return Ok(());
             }
         }
-        self.auth = Some(Auth::start(config.clone(), &crate::background::handle())?);
+        self.auth = Some(Auth::start(
+            config.clone(),
+            &crate::background::handle(),
+            previous_auth,
+        )?);
         Ok(())
     }
 }

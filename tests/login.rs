@@ -9,7 +9,6 @@ use support::{Portcullis, Setup, Upstream};
 
 /// One test's world: an IdP that knows this Portcullis, the upstream, and Portcullis.
 struct World {
-    #[allow(dead_code)] // kept alive for the test's duration
     idp: Idp,
     up: Upstream,
     pc: Portcullis,
@@ -110,6 +109,74 @@ async fn full_login_reaches_the_app_with_identity_headers() {
     let v: serde_json::Value = serde_json::from_str(&me.body).unwrap();
     assert_eq!(v["user"], "alice");
     assert_eq!(v["groups"], serde_json::json!(["staff", "admins"]));
+}
+
+/// A reload that rebuilds the login services (here: a new session secret) keeps what the
+/// provider's discovery learnt: a login starts at once, even while the IdP cannot be reached
+/// (its own discovery failing meanwhile), instead of a 502 until the new services have
+/// discovered it again.
+#[tokio::test]
+async fn a_reload_that_rebuilds_the_services_keeps_the_discovered_provider() {
+    const NEW: &str = "ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA=";
+    let mut w = world();
+    ready(&w).await;
+    let start = |w: &World| {
+        let url = format!("{}/private", w.base());
+        async move {
+            support::http_client()
+                .get(url)
+                .header("accept", "text/html")
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    // Logged out, a page sends the browser to the login start, which sends it to the IdP.
+    let to_start = start(&w).await;
+    assert_eq!(to_start.status(), 302);
+    let start_url = to_start.headers()["location"].to_str().unwrap().to_string();
+    let start_url = if start_url.starts_with('/') {
+        format!("{}{start_url}", w.base())
+    } else {
+        start_url
+    };
+    let to_idp = |url: String| async move {
+        let r = support::http_client().get(url).send().await.unwrap();
+        let status = r.status().as_u16();
+        let location = r
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        (status, location)
+    };
+    let (status, location) = to_idp(start_url.clone()).await;
+    assert_eq!(status, 302);
+    let issuer = w.idp.issuer().to_string();
+    assert!(location.starts_with(&issuer), "{location}");
+
+    // The IdP goes away; the secrets change, so the services (and providers) are rebuilt.
+    w.idp.kill();
+    let yaml = w.pc.yaml().replace(
+        &format!("[\"{SECRET}\"]"),
+        &format!("[\"{NEW}\", \"{SECRET}\"]"),
+    );
+    assert_ne!(yaml, w.pc.yaml(), "the secret must appear in the config");
+    w.pc.rewrite_config(&yaml);
+    support::eventually(Duration::from_secs(5), "reload", || {
+        let pc = &w.pc;
+        async move {
+            (pc.metric("portcullis_config_reloads_total", &[("result", "success")])
+                .await
+                >= 1.0)
+                .then_some(())
+        }
+    })
+    .await;
+    let (status, location) = to_idp(start_url).await;
+    assert_eq!(status, 302, "a login must start right after the reload");
+    assert!(location.starts_with(&issuer), "{location}");
 }
 
 #[path = "support/redis.rs"]

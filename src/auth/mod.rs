@@ -108,8 +108,13 @@ impl std::fmt::Debug for Auth {
 
 impl Auth {
     /// Builds the services on the I/O runtime: the store connects lazily, discovery runs in
-    /// the background, so this returns at once even when Redis or the IdP is down.
-    pub fn start(config: AuthConfig, io: &tokio::runtime::Handle) -> Result<Arc<Auth>, String> {
+    /// the background, so this returns at once even when Redis or the IdP is down. On a
+    /// reload, providers unchanged since `previous` start with what it discovered.
+    pub fn start(
+        config: AuthConfig,
+        io: &tokio::runtime::Handle,
+        previous: Option<&Auth>,
+    ) -> Result<Arc<Auth>, String> {
         let clock: SharedClock = Arc::new(SystemClock);
         let store: Arc<dyn SessionStore> = match &config.backend {
             StoreBackend::Memory => Arc::new(MemoryStore::new(
@@ -157,6 +162,9 @@ impl Auth {
             }
             let provider =
                 Arc::new(OidcProvider::new(p.clone(), IDP_TIMEOUT).map_err(|e| e.to_string())?);
+            if let Some(old) = previous.and_then(|prev| prev.providers.get(&p.id)) {
+                provider.carry_over(old);
+            }
             tasks.push(provider.spawn_discovery());
             providers.insert(p.id.clone(), provider);
         }

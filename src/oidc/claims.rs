@@ -4,7 +4,7 @@ use base64::Engine;
 use serde_json::{Map, Value};
 
 /// Which claim holds each part of the identity (`providers[].claims`).
-#[derive(Debug, Clone, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ClaimNames {
     pub user: String,
     pub email: String,

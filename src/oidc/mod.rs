@@ -41,7 +41,7 @@ type Client = CoreClient<
 
 /// One configured `type: oidc` provider, compiled. `Debug` shows no client secret; `Hash`
 /// covers every field, the secret's value included (for the reload fingerprint).
-#[derive(Clone, Debug, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ProviderSettings {
     pub id: String,
     pub issuer: String,
@@ -203,6 +203,16 @@ impl OidcProvider {
             fetched: Instant::now(),
         })));
         Ok(())
+    }
+
+    /// Takes over what `previous` discovered when it was built from the same settings. A
+    /// reload that rebuilds the login services (a rotated session secret, another store)
+    /// builds new providers; without this, logins through them would fail (502) until their
+    /// own discovery answered. Their discovery still runs at once and replaces it.
+    pub fn carry_over(&self, previous: &OidcProvider) {
+        if self.settings == previous.settings && self.current.load().is_none() {
+            self.current.store(previous.current.load_full());
+        }
     }
 
     /// Keeps discovery fresh: retries with backoff until it works, then refreshes hourly.
