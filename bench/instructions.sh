@@ -267,6 +267,13 @@ mint() {
     [[ -n $COOKIE ]] || COOKIE=$("$MINT" "redis://127.0.0.1:$REDIS_PORT/0" "$SECRET" "portcullis:" bench)
 }
 
+# A forward-auth check as nginx sends it, for the target $1 (after `mint`): the front proxy's
+# description of the original request and the session cookie. The forward-auth row and the
+# floor rows under it send the same bytes.
+fa_request() {
+    printf '%s' "GET $1 HTTP/1.1\\r\\nHost: auth.internal\\r\\nX-Original-URL: http://app.test/\\r\\nX-Original-Method: GET\\r\\nX-Forwarded-For: 203.0.113.7\\r\\nAccept: */*\\r\\nCookie: _portcullis=$COOKIE\\r\\n\\r\\n"
+}
+
 if want portcullis_public; then
     free_port
     portcullis_conf "$WORK/conf-public/portcullis.yaml" "routes:
@@ -292,7 +299,7 @@ if want forward_auth; then
     portcullis_conf "$WORK/conf-fa/portcullis.yaml" "$SESSION
 routes:
   - { name: app, host: app.test, path: /, auth: required }" "  trusted_proxies: [127.0.0.1/32]"
-    FA_GET="GET /.portcullis/auth HTTP/1.1\\r\\nHost: auth.internal\\r\\nX-Original-URL: http://app.test/\\r\\nX-Original-Method: GET\\r\\nX-Forwarded-For: 203.0.113.7\\r\\nAccept: */*\\r\\nCookie: _portcullis=$COOKIE\\r\\n\\r\\n"
+    FA_GET=$(fa_request /.portcullis/auth)
     count forward_auth "Portcullis, forward-auth check (logged-in user)" \
         "$PORT" 200 "$FA_GET" "$PORTCULLIS" serve --config "$WORK/conf-fa/portcullis.yaml"
 fi
@@ -314,7 +321,7 @@ if want static_fa_bytes; then
     mint
     portcullis_conf "$WORK/conf-static-fa/portcullis.yaml" "routes:
   - { name: static, path: /, upstream: \"static://200\", auth: none }" "  trusted_proxies: [127.0.0.1/32]"
-    STATIC_FA_GET="GET / HTTP/1.1\\r\\nHost: auth.internal\\r\\nX-Original-URL: http://app.test/\\r\\nX-Original-Method: GET\\r\\nX-Forwarded-For: 203.0.113.7\\r\\nAccept: */*\\r\\nCookie: _portcullis=$COOKIE\\r\\n\\r\\n"
+    STATIC_FA_GET=$(fa_request /)
     count static_fa_bytes "Portcullis, static://200 route, the forward-auth request's bytes" "$PORT" 200 \
         "$STATIC_FA_GET" "$PORTCULLIS" serve --config "$WORK/conf-static-fa/portcullis.yaml"
 fi
@@ -329,7 +336,7 @@ fi
 if want bare_answer_fa_bytes; then
     free_port
     mint
-    BARE_FA_GET="GET /.portcullis/auth HTTP/1.1\\r\\nHost: auth.internal\\r\\nX-Original-URL: http://app.test/\\r\\nX-Original-Method: GET\\r\\nX-Forwarded-For: 203.0.113.7\\r\\nAccept: */*\\r\\nCookie: _portcullis=$COOKIE\\r\\n\\r\\n"
+    BARE_FA_GET=$(fa_request /.portcullis/auth)
     count bare_answer_fa_bytes "bare Pingora answering 200 itself, the forward-auth request's bytes" "$PORT" 200 \
         "$BARE_FA_GET" "$BARE" "127.0.0.1:$PORT" "127.0.0.1:$UPSTREAM_PORT" 1 --answer
 fi

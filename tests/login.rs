@@ -76,6 +76,20 @@ async fn ready(w: &World) {
     .await;
 }
 
+/// Waits until Portcullis has applied `count` reloads of its file.
+async fn reloaded(w: &World, count: u32) {
+    support::eventually(Duration::from_secs(5), "reload", || {
+        let pc = &w.pc;
+        async move {
+            (pc.metric("portcullis_config_reloads_total", &[("result", "success")])
+                .await
+                >= f64::from(count))
+            .then_some(())
+        }
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn full_login_reaches_the_app_with_identity_headers() {
     let w = world();
@@ -164,16 +178,7 @@ async fn a_reload_that_rebuilds_the_services_keeps_the_discovered_provider() {
     );
     assert_ne!(yaml, w.pc.yaml(), "the secret must appear in the config");
     w.pc.rewrite_config(&yaml);
-    support::eventually(Duration::from_secs(5), "reload", || {
-        let pc = &w.pc;
-        async move {
-            (pc.metric("portcullis_config_reloads_total", &[("result", "success")])
-                .await
-                >= 1.0)
-                .then_some(())
-        }
-    })
-    .await;
+    reloaded(&w, 1).await;
     let (status, location) = to_idp(start_url).await;
     assert_eq!(status, 302, "a login must start right after the reload");
     assert!(location.starts_with(&issuer), "{location}");
@@ -227,16 +232,7 @@ async fn secret_rotation_by_reload_keeps_sessions() {
     );
     assert_ne!(yaml, w.pc.yaml(), "the secret must appear in the config");
     w.pc.rewrite_config(&yaml);
-    support::eventually(Duration::from_secs(5), "reload", || {
-        let pc = &w.pc;
-        async move {
-            (pc.metric("portcullis_config_reloads_total", &[("result", "success")])
-                .await
-                >= 1.0)
-                .then_some(())
-        }
-    })
-    .await;
+    reloaded(&w, 1).await;
     assert_eq!(
         api(cookie.clone()).await,
         200,
@@ -262,16 +258,7 @@ async fn secret_rotation_by_reload_keeps_sessions() {
         w.pc.metric("portcullis_invalid_session_cookies_total", &[])
             .await;
     w.pc.rewrite_config(&yaml.replace(&format!(", \"{SECRET}\""), ""));
-    support::eventually(Duration::from_secs(5), "second reload", || {
-        let pc = &w.pc;
-        async move {
-            (pc.metric("portcullis_config_reloads_total", &[("result", "success")])
-                .await
-                >= 2.0)
-                .then_some(())
-        }
-    })
-    .await;
+    reloaded(&w, 2).await;
     assert_eq!(
         api(cookie.clone()).await,
         401,

@@ -134,20 +134,9 @@ fn strip_own_cookies(req: &mut RequestHeader, base: &[u8]) -> Result<()> {
     }
     let mut kept: Vec<u8> = Vec::new();
     for value in req.headers.get_all(http::header::COOKIE) {
-        // Split with `memchr`: a session cookie's value is a few hundred bytes to step over.
-        let mut rest = Some(value.as_bytes());
-        while let Some(here) = rest {
-            let pair = match memchr::memchr(b';', here) {
-                Some(i) => {
-                    rest = Some(&here[i + 1..]);
-                    &here[..i]
-                }
-                None => {
-                    rest = None;
-                    here
-                }
-            };
-            let pair = pair.trim_ascii();
+        let value = value.as_bytes();
+        for range in crate::session::cookie::cookie_segments(value) {
+            let pair = value[range].trim_ascii();
             let name = pair
                 .split(|&b| b == b'=')
                 .next()

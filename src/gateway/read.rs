@@ -266,12 +266,7 @@ pub(super) fn cookie_header(headers: &HeaderMap) -> Option<Cow<'_, str>> {
     let mut values = headers
         .get_all(http::header::COOKIE)
         .iter()
-        // `from_utf8` checks plain ASCII (every real cookie header) a word at a time;
-        // `from_utf8_lossy` walks it byte by byte even when there is nothing to replace.
-        .map(|v| match std::str::from_utf8(v.as_bytes()) {
-            Ok(text) => Cow::Borrowed(text),
-            Err(_) => String::from_utf8_lossy(v.as_bytes()),
-        });
+        .map(|v| crate::session::cookie::text_lossy(v.as_bytes()));
     let first = values.next()?;
     match values.next() {
         None => Some(first),

@@ -91,29 +91,48 @@ pub fn cookie_values<'a>(header: &'a str, name: &'a str) -> impl Iterator<Item =
 /// It runs on every request that carries cookies, so it splits with `memchr` (vectorised) and
 /// trims bytes; `;`, `=`, space and tab are ASCII, so every cut is on a character boundary.
 pub fn cookie_pairs(header: &str) -> impl Iterator<Item = (&str, &str)> {
-    let mut rest = Some(header);
-    std::iter::from_fn(move || loop {
-        let here = rest?;
-        let pair = match memchr::memchr(b';', here.as_bytes()) {
-            Some(i) => {
-                rest = Some(&here[i + 1..]);
-                &here[..i]
-            }
-            None => {
-                rest = None;
-                here
-            }
-        };
-        let Some(eq) = memchr::memchr(b'=', pair.as_bytes()) else {
-            continue;
-        };
+    cookie_segments(header.as_bytes()).filter_map(move |range| {
+        let pair = &header[range];
+        let eq = memchr::memchr(b'=', pair.as_bytes())?;
         let v = trim_blank(&pair[eq + 1..]);
         let v = v
             .strip_prefix('"')
             .and_then(|v| v.strip_suffix('"'))
             .unwrap_or(v);
-        return Some((trim_blank(&pair[..eq]), v));
+        Some((trim_blank(&pair[..eq]), v))
     })
+}
+
+/// Where each `;`-separated piece of a `Cookie` header lies, split with `memchr`: a session
+/// cookie's value is a few hundred bytes to step over. Ranges rather than slices, so that
+/// text (`cookie_pairs`) and raw bytes (the stripping of our cookies from what the app
+/// receives, which must work on any bytes) share one splitter.
+pub fn cookie_segments(header: &[u8]) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
+    let mut start = Some(0);
+    std::iter::from_fn(move || {
+        let from = start?;
+        let end = match memchr::memchr(b';', &header[from..]) {
+            Some(i) => {
+                start = Some(from + i + 1);
+                from + i
+            }
+            None => {
+                start = None;
+                header.len()
+            }
+        };
+        Some(from..end)
+    })
+}
+
+/// `bytes` as text: borrowed when they are UTF-8 (checked a word at a time for ASCII, as
+/// cookie headers are), else with U+FFFD for what is not (`from_utf8_lossy` alone walks every
+/// byte even when there is nothing to replace).
+pub fn text_lossy(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => std::borrow::Cow::Borrowed(text),
+        Err(_) => String::from_utf8_lossy(bytes),
+    }
 }
 
 /// `s` without leading and trailing spaces and tabs (only those).
@@ -227,10 +246,7 @@ impl CookieSettings {
     /// are compared after removing any whitespace around them, Unicode's included: an app may
     /// trim more than Portcullis reads, and such a cookie must not reach it either.
     pub fn is_own_cookie(base: &[u8], name: &[u8]) -> bool {
-        let text = match std::str::from_utf8(name) {
-            Ok(text) => std::borrow::Cow::Borrowed(text),
-            Err(_) => String::from_utf8_lossy(name),
-        };
+        let text = text_lossy(name);
         let name = text.trim().as_bytes();
         let name = name
             .strip_prefix(b"__Host-")
