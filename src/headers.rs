@@ -201,8 +201,19 @@ pub struct FieldName {
 
 impl FieldName {
     pub fn new(name: HeaderName) -> FieldName {
-        let wire = pingora_title_case(&name).unwrap_or_else(|| intern(name.as_str()));
-        FieldName { name, wire }
+        match pingora_title_case(&name) {
+            Some(wire) => FieldName { name, wire },
+            None => {
+                // The kept spelling is the name itself (lower case): the `HeaderName` is made
+                // from it too, so that cloning it on every answer is a copy of two words, not
+                // a shared buffer's reference count to bump and drop.
+                let wire = intern(name.as_str());
+                FieldName {
+                    name: HeaderName::from_static(wire),
+                    wire,
+                }
+            }
+        }
     }
 }
 

@@ -2,7 +2,8 @@
 //! which door asked; [`answer`] turns a [`Decision`] into the request going upstream or an
 //! [`Answer`], and [`write`] writes every answer with what its [`Style`] needs.
 
-use super::{forwarded, put, Ctx};
+use super::put::ResponseFields;
+use super::{forwarded, Ctx};
 use crate::answer::{Answer, Style};
 use crate::auth::endpoints::login_url;
 use crate::auth::render_identity_headers;
@@ -207,11 +208,11 @@ pub(super) fn return_url(view: &RequestView) -> String {
 
 /// Adds the rate limit headers of the request's most restrictive limiter, if any: on every
 /// answer, refusals or not, written here or proxied.
-pub(super) fn rate_headers(ctx: &Ctx, resp: &mut ResponseHeader) -> Result<()> {
+pub(super) fn rate_headers(ctx: &Ctx, resp: &mut impl ResponseFields) -> Result<()> {
     if let Some(note) = &ctx.rate {
         let mut failed = None;
-        note.headers(|n, v| {
-            if let Err(e) = resp.insert_header(n, v) {
+        note.headers(|n, spelling, v| {
+            if let Err(e) = resp.set_spelled(n, spelling, v) {
                 failed = Some(e);
             }
         });
@@ -225,13 +226,13 @@ pub(super) fn rate_headers(ctx: &Ctx, resp: &mut ResponseHeader) -> Result<()> {
 /// Adds the security headers `resp` lacks (HSTS only over TLS): to proxied responses, where
 /// the app's own win, and to answers written here.
 pub(super) fn add_security(
-    resp: &mut ResponseHeader,
+    resp: &mut impl ResponseFields,
     security: &SecurityHeaders,
     tls: bool,
 ) -> Result<()> {
     for (n, v) in security.wanted(tls) {
-        if !resp.headers.contains_key(n) {
-            put::response(resp, n, v.clone())?;
+        if !resp.has(n) {
+            resp.set(n, v.clone())?;
         }
     }
     Ok(())
@@ -242,11 +243,19 @@ pub(super) fn add_security(
 /// headers only. Always `Ok(true)`: the request is answered.
 pub(super) async fn write(session: &mut Session, ctx: &Ctx, answer: Answer) -> Result<bool> {
     let head = session.req_header().method == http::Method::HEAD;
-    // No case map: our own header names have no original spelling to keep, and each insert
-    // into a case-keeping header costs a second map insert.
-    let mut resp = ResponseHeader::build_no_case(answer.status, Some(12))?;
+    // Built as `http` parts and given to Pingora without a case map: our own header names
+    // have no original spelling to keep, and the parts take each `HeaderName` as it is,
+    // where Pingora's inserts would parse it from bytes again (with a fresh copy of every
+    // name it does not know). On the wire, the same bytes as Pingora's own no-case header.
+    let (mut parts, ()) = http::Response::new(()).into_parts();
+    parts.status = answer.status;
+    let resp = &mut parts.headers;
+    resp.reserve(12);
     if let Some(ct) = answer.content_type {
-        resp.insert_header(http::header::CONTENT_TYPE, ct)?;
+        resp.set(
+            &http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static(ct),
+        )?;
     }
     // 1xx, 204 and 304 must not carry a Content-Length (RFC 9110 §8.6).
     let bodiless = answer.status.is_informational()
@@ -255,34 +264,32 @@ pub(super) async fn write(session: &mut Session, ctx: &Ctx, answer: Answer) -> R
     if !bodiless {
         // Most answers written here without a body are checks and redirects: a static "0"
         // spares formatting the number into a fresh buffer.
-        match answer.body.len() {
-            0 => resp.insert_header(
-                http::header::CONTENT_LENGTH,
-                http::HeaderValue::from_static("0"),
-            )?,
-            len => resp.insert_header(http::header::CONTENT_LENGTH, len)?,
-        }
+        let length = match answer.body.len() {
+            0 => http::HeaderValue::from_static("0"),
+            len => http::HeaderValue::from(len),
+        };
+        resp.set(&http::header::CONTENT_LENGTH, length)?;
     }
     for (n, v) in answer.headers {
         if n == http::header::SET_COOKIE {
-            resp.append_header(n, v)?;
+            resp.add(&n, v)?;
         } else {
-            put::response(&mut resp, &n, v)?;
+            resp.set(&n, v)?;
         }
     }
     if let Some(clear) = &ctx.clear_cookie {
-        resp.append_header(http::header::SET_COOKIE, clear.as_ref().clone())?;
+        resp.add(&http::header::SET_COOKIE, clear.as_ref().clone())?;
     }
-    rate_headers(ctx, &mut resp)?;
+    rate_headers(ctx, resp)?;
     let security = match &answer.style {
         Style::OwnPage => Some(&ctx.rt.own_pages),
         Style::AsUpstream(route) => {
             for (n, v) in &route.headers.response_add {
-                put::response(&mut resp, n, v.clone())?;
+                resp.set(n, v.clone())?;
             }
             if answer.content_type.is_some() {
-                resp.insert_header(
-                    http::header::CACHE_CONTROL,
+                resp.set(
+                    &http::header::CACHE_CONTROL,
                     http::HeaderValue::from_static("no-store"),
                 )?;
             }
@@ -293,23 +300,23 @@ pub(super) async fn write(session: &mut Session, ctx: &Ctx, answer: Answer) -> R
             assertion,
         } => {
             for (n, v) in identity.iter().chain(assertion) {
-                resp.insert_header(n.wire, v.clone())?;
+                resp.set(&n.name, v.clone())?;
             }
             // The front proxy reads this answer, no browser does: page security headers
             // would only be bytes to write on every check.
-            resp.insert_header(
-                http::header::CACHE_CONTROL,
+            resp.set(
+                &http::header::CACHE_CONTROL,
                 http::HeaderValue::from_static("no-store"),
             )?;
             None
         }
     };
     if let Some(security) = security {
-        add_security(&mut resp, security, ctx.tls)?;
+        add_security(resp, security, ctx.tls)?;
     }
     let body_empty = head || bodiless || answer.body.is_empty();
     session
-        .write_response_header(Box::new(resp), body_empty)
+        .write_response_header(Box::new(ResponseHeader::from(parts)), body_empty)
         .await?;
     if !body_empty {
         session.write_response_body(Some(answer.body), true).await?;

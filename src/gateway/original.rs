@@ -4,10 +4,8 @@
 use super::answer::Dialect;
 use crate::refusal::Refusal;
 use crate::request::{self, RequestView, Target};
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::{HeaderMap, HeaderValue};
 use std::borrow::Cow;
-
-const X_ORIGINAL_URL: HeaderName = HeaderName::from_static("x-original-url");
 
 /// The original target of an Envoy check, read from the raw request target before it is
 /// normalised (normalising `/.portcullis/auth/envoy/../x` would climb out of the prefix).
@@ -30,11 +28,11 @@ pub(super) fn envoy_target(target: &Target<'_>) -> Option<String> {
 
 /// Which front proxy asks, by the way it asks: Envoy by its path, nginx `auth_request` by
 /// `X-Original-URL` (or `?mode=nginx`), anything else speaks Traefik's and Caddy's dialect.
-pub(super) fn dialect(headers: &HeaderMap, auth_view: &RequestView, envoy: bool) -> Dialect {
+pub(super) fn dialect(described: &Described<'_>, auth_view: &RequestView, envoy: bool) -> Dialect {
     if envoy {
         return Dialect::Envoy;
     }
-    let nginx = headers.contains_key(&X_ORIGINAL_URL)
+    let nginx = described.original_url.is_some()
         || auth_view.query.as_deref().is_some_and(|q| {
             url::form_urlencoded::parse(q.as_bytes()).any(|(k, v)| k == "mode" && v == "nginx")
         });
@@ -45,22 +43,24 @@ pub(super) fn dialect(headers: &HeaderMap, auth_view: &RequestView, envoy: bool)
     }
 }
 
-/// The original request a forward-auth check describes. `auth_view` is the check request itself, `envoy` Envoy's original target; the
-/// headers are believed only because the caller checked that the peer is a trusted proxy.
+/// The original request a forward-auth check describes. `described` is read from the check
+/// request's headers, `auth_view` is the check request itself, `envoy` Envoy's original
+/// target; the headers are believed only because the caller checked that the peer is a
+/// trusted proxy.
 pub(super) fn original_request(
     method: &http::Method,
-    headers: &HeaderMap,
+    described: &Described<'_>,
     auth_view: &RequestView,
     envoy: Option<&str>,
 ) -> Result<RequestView, Refusal> {
-    original_parts(method, headers, auth_view, envoy).map_err(Refusal::BadOriginal)
+    original_parts(method, described, auth_view, envoy).map_err(Refusal::BadOriginal)
 }
 
 /// The headers that describe an original request, read in one pass over the check's headers
 /// (this runs on every check: one walk with byte comparisons instead of a hashed lookup per
 /// name). Each holds the first value, as `HeaderMap::get` would give.
 #[derive(Default)]
-struct Described<'a> {
+pub(super) struct Described<'a> {
     original_url: Option<&'a HeaderValue>,
     original_method: Option<&'a HeaderValue>,
     forwarded_uri: Option<&'a HeaderValue>,
@@ -69,14 +69,26 @@ struct Described<'a> {
     forwarded_proto: Option<&'a HeaderValue>,
     /// One of them came more than once.
     repeated: bool,
+    /// `Upgrade` (its first value) and whether `Sec-WebSocket-Key` came: a WebSocket
+    /// handshake's own headers, which reach the check.
+    upgrade: Option<&'a HeaderValue>,
+    websocket_key: bool,
 }
 
 impl<'a> Described<'a> {
-    fn read(headers: &'a HeaderMap) -> Described<'a> {
+    pub(super) fn read(headers: &'a HeaderMap) -> Described<'a> {
         let mut d = Described::default();
         for (name, value) in headers {
+            if *name == http::header::UPGRADE {
+                d.upgrade = d.upgrade.or(Some(value));
+                continue;
+            }
+            if *name == http::header::SEC_WEBSOCKET_KEY {
+                d.websocket_key = true;
+                continue;
+            }
             let name = name.as_str();
-            // All six start with `x-`; most request headers do not.
+            // The other six start with `x-`; most request headers do not.
             if !name.starts_with("x-") {
                 continue;
             }
@@ -109,11 +121,10 @@ fn text(value: Option<&HeaderValue>) -> Option<&str> {
 
 fn original_parts(
     method: &http::Method,
-    headers: &HeaderMap,
+    d: &Described<'_>,
     auth_view: &RequestView,
     envoy: Option<&str>,
 ) -> Result<RequestView, &'static str> {
-    let d = Described::read(headers);
     // A front proxy that appends instead of replacing puts the client's copy first.
     if d.repeated {
         return Err("a header describing the original request appears more than once (the front proxy must replace it, not append)");
@@ -224,10 +235,10 @@ fn original_parts(
         wants_html: auth_view.wants_html,
         // `Upgrade` is hop-by-hop and nginx does not pass it to `auth_request`; the
         // handshake's own headers are end-to-end.
-        websocket: headers
-            .get(http::header::UPGRADE)
+        websocket: d
+            .upgrade
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
-            || headers.contains_key(http::header::SEC_WEBSOCKET_KEY),
+            || d.websocket_key,
     };
     Ok(view)
 }
@@ -249,6 +260,7 @@ fn resolves_differently(raw_path: &str) -> bool {
 mod tests {
     use super::*;
     use crate::gateway::answer::return_url;
+    use http::HeaderName;
 
     fn auth_view() -> RequestView {
         RequestView {
@@ -277,7 +289,12 @@ mod tests {
     }
 
     fn read(pairs: &[(&str, &str)]) -> Result<RequestView, Refusal> {
-        original_request(&http::Method::GET, &headers(pairs), &auth_view(), None)
+        original_request(
+            &http::Method::GET,
+            &Described::read(&headers(pairs)),
+            &auth_view(),
+            None,
+        )
     }
 
     #[test]
@@ -323,8 +340,13 @@ mod tests {
         let mut auth = auth_view();
         auth.authority = "app.test".into();
         auth.host = "app.test".into();
-        let v =
-            original_request(&http::Method::PUT, &HeaderMap::new(), &auth, Some("/p?q")).unwrap();
+        let v = original_request(
+            &http::Method::PUT,
+            &Described::default(),
+            &auth,
+            Some("/p?q"),
+        )
+        .unwrap();
         assert_eq!(v.method, http::Method::PUT);
         assert_eq!((v.host.as_str(), v.path.as_str()), ("app.test", "/p"));
         assert_eq!(return_url(&v), "http://app.test/p?q");
@@ -422,14 +444,28 @@ mod tests {
     #[test]
     fn dialects() {
         let v = auth_view();
-        assert_eq!(dialect(&HeaderMap::new(), &v, true), Dialect::Envoy);
-        assert_eq!(
-            dialect(&headers(&[("x-original-url", "http://a/")]), &v, false),
-            Dialect::Nginx
-        );
+        let none = Described::default();
+        assert_eq!(dialect(&none, &v, true), Dialect::Envoy);
+        let nginx = headers(&[("x-original-url", "http://a/")]);
+        assert_eq!(dialect(&Described::read(&nginx), &v, false), Dialect::Nginx);
         let mut q = auth_view();
         q.query = Some("mode=nginx".into());
-        assert_eq!(dialect(&HeaderMap::new(), &q, false), Dialect::Nginx);
-        assert_eq!(dialect(&HeaderMap::new(), &v, false), Dialect::Traefik);
+        assert_eq!(dialect(&none, &q, false), Dialect::Nginx);
+        assert_eq!(dialect(&none, &v, false), Dialect::Traefik);
+    }
+
+    /// A WebSocket handshake's headers mark the original request as one, read on the same
+    /// walk as the describing headers: `Upgrade` by its first value, or `Sec-WebSocket-Key`.
+    #[test]
+    fn websocket_handshakes() {
+        let ws = |pairs: &[(&str, &str)]| {
+            let mut all = vec![("x-original-url", "http://app.test/ws")];
+            all.extend_from_slice(pairs);
+            read(&all).unwrap().websocket
+        };
+        assert!(ws(&[("Upgrade", "WebSocket")]));
+        assert!(ws(&[("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")]));
+        assert!(!ws(&[("Upgrade", "h2c"), ("Upgrade", "websocket")]));
+        assert!(!ws(&[]));
     }
 }

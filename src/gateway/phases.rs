@@ -51,13 +51,14 @@ impl ProxyHttp for Gateway {
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         header_deadline::head_received();
         session.set_keepalive(Some(ctx.rt.idle_timeout.as_secs()));
-        read::connection(session, ctx);
-        let (shape, doomed) = read::scan(session.req_header(), ctx);
+        read::peer(session, ctx);
+        let (shape, doomed, fields) = read::scan(session.req_header(), ctx);
+        read::client(session, ctx, &fields);
         for name in doomed {
             session.req_header_mut().remove_header(&name);
         }
-        let wants_html = read::wants_html(session.req_header());
-        let (view, envoy) = match read::request(session, ctx, wants_html, &shape) {
+        let wants_html = fields.wants_html();
+        let (view, envoy) = match read::request(session, ctx, &fields, wants_html, &shape) {
             Ok(read) => read,
             Err(refusal) => {
                 let answer = answer::refusal(Front::Proxy, &refusal, wants_html);
@@ -65,7 +66,7 @@ impl ProxyHttp for Gateway {
             }
         };
         if envoy.is_some() || view.path == "/.portcullis/auth" {
-            return forward_auth(session, ctx, &view, envoy.as_deref()).await;
+            return forward_auth(session, ctx, &view, &fields, envoy.as_deref()).await;
         }
         if let Some(endpoint) = view.path.strip_prefix("/.portcullis/") {
             return own_endpoint(session, ctx, &view, endpoint).await;
@@ -85,7 +86,7 @@ impl ProxyHttp for Gateway {
         }
         let rt = Arc::clone(&ctx.rt);
         let req = session.req_header();
-        let decided = decision::decide(&rt, &view, || read::presented(&req.headers)).await;
+        let decided = decision::decide(&rt, &view, || read::presented(&fields, &req.headers)).await;
         if decided.clear_session_cookie {
             ctx.clear_cookie = clearing_cookie(&ctx.rt);
         }
@@ -261,10 +262,12 @@ async fn forward_auth(
     session: &mut Session,
     ctx: &mut Ctx,
     auth_view: &RequestView,
+    fields: &read::Fields,
     envoy: Option<&str>,
 ) -> Result<bool> {
     let req = session.req_header();
-    let front = Front::ForwardAuth(original::dialect(&req.headers, auth_view, envoy.is_some()));
+    let described = original::Described::read(&req.headers);
+    let front = Front::ForwardAuth(original::dialect(&described, auth_view, envoy.is_some()));
     if !ctx.peer_trusted {
         telemetry::audit(
             "access_denied",
@@ -277,7 +280,7 @@ async fn forward_auth(
         let answer = answer::refusal(front, &Refusal::UntrustedPeer, auth_view.wants_html);
         return answer::write(session, ctx, answer).await;
     }
-    let original = match original::original_request(&req.method, &req.headers, auth_view, envoy) {
+    let original = match original::original_request(&req.method, &described, auth_view, envoy) {
         Ok(read) => read,
         Err(refusal) => {
             let answer = answer::refusal(front, &refusal, auth_view.wants_html);
@@ -285,7 +288,7 @@ async fn forward_auth(
         }
     };
     let rt = Arc::clone(&ctx.rt);
-    let decided = decision::decide(&rt, &original, || read::presented(&req.headers)).await;
+    let decided = decision::decide(&rt, &original, || read::presented(fields, &req.headers)).await;
     if decided.clear_session_cookie {
         ctx.clear_cookie = clearing_cookie(&rt);
     }

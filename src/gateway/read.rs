@@ -4,23 +4,23 @@
 //! two front doors differ on the way in. Reading the proxied request also pins what the
 //! upstream will receive to what was read.
 
-use super::forwarded::{self, X_FORWARDED_HOST, X_FORWARDED_PROTO};
+use super::forwarded::{self, X_FORWARDED_HOST};
 use super::Ctx;
 use crate::decision::Presented;
 use crate::headers::Fate;
 use crate::refusal::Refusal;
 use crate::request::{self, BadRequest, RequestView, Shape, Target};
-use http::{HeaderMap, HeaderName};
+use http::{HeaderMap, HeaderName, HeaderValue};
 use pingora::http::RequestHeader;
 use pingora::proxy::Session;
 use std::borrow::Cow;
 
-pub(super) const SEC_FETCH_SITE: HeaderName = HeaderName::from_static("sec-fetch-site");
 const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
 
-/// Who is on the other end of the connection: the peer, whether it is a trusted proxy, the
-/// real client, and whether the client reached us over TLS (or a trusted proxy says so).
-pub(super) fn connection(session: &Session, ctx: &mut Ctx) {
+/// Who is on the other end of the connection: the peer, whether it is a trusted proxy, and
+/// whether the connection is TLS. Until [`client`] hears a trusted proxy, the peer is the
+/// client.
+pub(super) fn peer(session: &Session, ctx: &mut Ctx) {
     ctx.peer_ip = session
         .client_addr()
         .and_then(|a| a.as_inet())
@@ -28,43 +28,116 @@ pub(super) fn connection(session: &Session, ctx: &mut Ctx) {
     ctx.peer_trusted = ctx
         .peer_ip
         .is_some_and(|ip| ctx.rt.trusted_proxies.contains(ip));
-    let downstream_tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+    ctx.tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+    ctx.client_ip = ctx.peer_ip;
+}
+
+/// The real client, and whether it reached us over TLS, as a trusted proxy tells them
+/// (`X-Forwarded-For`, `X-Forwarded-Proto`). Nothing a peer that is not trusted says about
+/// itself is read.
+pub(super) fn client(session: &Session, ctx: &mut Ctx, fields: &Fields) {
     if !ctx.peer_trusted {
-        // The peer is the client; nothing it says about itself is read.
-        ctx.tls = downstream_tls;
-        ctx.client_ip = ctx.peer_ip;
         return;
     }
-    let req = session.req_header();
-    let forwarded_https = req
-        .headers
-        .get(&X_FORWARDED_PROTO)
+    let forwarded_https = fields
+        .forwarded_proto
+        .as_ref()
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
-    ctx.tls = downstream_tls || forwarded_https;
-    let xff = forwarded::all_values(&req.headers, &forwarded::X_FORWARDED_FOR);
+    ctx.tls |= forwarded_https;
+    let xff = match fields.forwarded_for_lines {
+        0 | 1 => fields
+            .forwarded_for
+            .as_ref()
+            .map(|v| Cow::Borrowed(v.to_str().unwrap_or("invalid"))),
+        // Every line is read (see `forwarded::all_values`).
+        _ => forwarded::all_values(&session.req_header().headers, &forwarded::X_FORWARDED_FOR),
+    };
     ctx.client_ip = ctx
         .rt
         .trusted_proxies
         .client_ip(ctx.peer_ip, xff.as_deref());
 }
 
-/// One pass over the request's header fields: gathers what the size and framing limits need,
-/// names the fields to remove at once (forged identities), and notes in `ctx` those that must
-/// not be forwarded. Allocates nothing when no field needs removing.
-pub(super) fn scan(req: &RequestHeader, ctx: &mut Ctx) -> (Shape, Vec<HeaderName>) {
+/// The request fields read on most requests, taken on the one walk [`scan`] makes over the
+/// headers anyway: comparing names there costs less than a hashed lookup per name. Each holds
+/// the first value, as `HeaderMap::get` gives it; `Cookie` and `X-Forwarded-For`, of which
+/// every line is read, also count their lines. A field [`scan`] strips (a configured identity
+/// header may have any name that is not reserved) is not taken, as it is gone by the time
+/// anything reads it.
+#[derive(Default)]
+pub(super) struct Fields {
+    host: Option<HeaderValue>,
+    accept: Option<HeaderValue>,
+    cookie: Option<HeaderValue>,
+    cookie_lines: u32,
+    authorization: Option<HeaderValue>,
+    origin: Option<HeaderValue>,
+    fetch_site: Option<HeaderValue>,
+    forwarded_proto: Option<HeaderValue>,
+    forwarded_for: Option<HeaderValue>,
+    forwarded_for_lines: u32,
+}
+
+impl Fields {
+    fn take(&mut self, name: &HeaderName, value: &HeaderValue) {
+        use http::header;
+        // The standard names compare as small integers; the others by their text.
+        let slot = if *name == header::HOST {
+            &mut self.host
+        } else if *name == header::ACCEPT {
+            &mut self.accept
+        } else if *name == header::COOKIE {
+            self.cookie_lines += 1;
+            &mut self.cookie
+        } else if *name == header::AUTHORIZATION {
+            &mut self.authorization
+        } else if *name == header::ORIGIN {
+            &mut self.origin
+        } else {
+            match name.as_str() {
+                "sec-fetch-site" => &mut self.fetch_site,
+                "x-forwarded-proto" => &mut self.forwarded_proto,
+                "x-forwarded-for" => {
+                    self.forwarded_for_lines += 1;
+                    &mut self.forwarded_for
+                }
+                _ => return,
+            }
+        };
+        if slot.is_none() {
+            *slot = Some(value.clone());
+        }
+    }
+
+    /// Whether the client asked for HTML (a browser), which chooses page vs JSON answers.
+    pub(super) fn wants_html(&self) -> bool {
+        request::accepts_html(self.accept.as_ref().and_then(|v| v.to_str().ok()))
+    }
+}
+
+/// One pass over the request's header fields: gathers what the size and framing limits need
+/// and the [`Fields`] read later, names the fields to remove at once (forged identities), and
+/// notes in `ctx` those that must not be forwarded. Allocates nothing when no field needs
+/// removing.
+pub(super) fn scan(req: &RequestHeader, ctx: &mut Ctx) -> (Shape, Vec<HeaderName>, Fields) {
     let mut shape = Shape::default();
     let mut doomed = Vec::new();
+    let mut fields = Fields::default();
     for (name, value) in &req.headers {
         shape.add(name, value);
         match ctx.rt.strip.fate(name) {
-            Fate::Keep => {}
+            Fate::Keep => fields.take(name, value),
             Fate::Strip => doomed.push(name.clone()),
             Fate::NeverForwarded => ctx.not_forwarded.push(name.clone()),
-            Fate::ForwardedIfTrusted if !ctx.peer_trusted => ctx.not_forwarded.push(name.clone()),
-            Fate::ForwardedIfTrusted => {}
+            Fate::ForwardedIfTrusted => {
+                if !ctx.peer_trusted {
+                    ctx.not_forwarded.push(name.clone());
+                }
+                fields.take(name, value);
+            }
         }
     }
-    (shape, doomed)
+    (shape, doomed, fields)
 }
 
 /// Whether the client asked for HTML (a browser), which chooses page vs JSON answers.
@@ -83,6 +156,7 @@ pub(super) fn wants_html(req: &RequestHeader) -> bool {
 pub(super) fn request(
     session: &mut Session,
     ctx: &mut Ctx,
+    fields: &Fields,
     wants_html: bool,
     shape: &Shape,
 ) -> Result<(RequestView, Option<String>), Refusal> {
@@ -102,7 +176,7 @@ pub(super) fn request(
     let authority = target
         .authority
         .or_else(|| req.uri.authority().map(|a| a.as_str()));
-    let host_header = req.headers.get(http::header::HOST);
+    let host_header = fields.host.as_ref();
     let host = routed_host(authority, host_header).map_err(Refusal::Malformed)?;
     // RFC 9112 §3.2.2: an absolute-form target's authority is the request's host.
     ctx.host_header = match authority {
@@ -282,12 +356,20 @@ pub(super) fn cookie_header(headers: &HeaderMap) -> Option<Cow<'_, str>> {
 }
 
 /// The credentials and cross-site signals a request carries.
-pub(super) fn presented(headers: &HeaderMap) -> Presented<'_> {
+pub(super) fn presented<'a>(fields: &'a Fields, headers: &'a HeaderMap) -> Presented<'a> {
+    let text = |v: &'a Option<HeaderValue>| v.as_ref().and_then(|v| v.to_str().ok());
+    let cookie = match fields.cookie_lines {
+        0 | 1 => fields
+            .cookie
+            .as_ref()
+            .map(|v| crate::session::cookie::text_lossy(v.as_bytes())),
+        _ => cookie_header(headers),
+    };
     Presented {
-        cookie: cookie_header(headers),
-        authorization: header_str(headers, &http::header::AUTHORIZATION),
-        origin: header_str(headers, &http::header::ORIGIN),
-        fetch_site: header_str(headers, &SEC_FETCH_SITE),
+        cookie,
+        authorization: text(&fields.authorization),
+        origin: text(&fields.origin),
+        fetch_site: text(&fields.fetch_site),
         headers: Some(headers),
     }
 }
@@ -352,6 +434,118 @@ mod tests {
         );
         assert_eq!(h(&[("x-forwarded-host", "a b")]), Err(BadRequest::Host));
         assert_eq!(h(&[("x-forwarded-port", "http")]), Err(BadRequest::Host));
+    }
+
+    fn ctx(identity: &str, trusted: bool) -> Ctx {
+        let yaml = format!(
+            r#"
+server: {{ listen: ["127.0.0.1:1"], public_url: "http://app.test" }}
+headers: {{ identity: {{ {identity}: "{{user}}" }} }}
+session: {{ secrets: ["MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="] }}
+providers:
+  - {{ id: corp, type: oidc, issuer: "https://idp.test", client_id: c, client_secret: s }}
+routes:
+  - {{ name: open, path: /, upstream: "static://200", auth: none }}
+"#
+        );
+        let rt = crate::config::load_str(&yaml, std::path::Path::new("t.yaml"), |_| None)
+            .unwrap_or_else(|e| panic!("{e}"));
+        Ctx {
+            rt: std::sync::Arc::new(rt),
+            start: std::time::Instant::now(),
+            route: None,
+            tls: false,
+            peer_ip: None,
+            peer_trusted: trusted,
+            client_ip: None,
+            host_header: None,
+            not_forwarded: Vec::new(),
+            identity: None,
+            assertion: None,
+            clear_cookie: None,
+            rate: None,
+        }
+    }
+
+    fn request(pairs: &[(&str, &[u8])]) -> RequestHeader {
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        for (n, v) in pairs {
+            req.append_header(n.to_string(), HeaderValue::from_bytes(v).unwrap())
+                .unwrap();
+        }
+        req
+    }
+
+    /// The fields taken on the walk are what a lookup per name reads: the first value of
+    /// each, every `Cookie` line joined, and every `X-Forwarded-For` line counted.
+    #[test]
+    fn fields_read_what_lookups_read() {
+        let cases: [&[(&str, &[u8])]; 4] = [
+            &[
+                ("Host", b"app.test"),
+                ("Accept", b"text/html"),
+                ("Cookie", b"a=1"),
+                ("X-Forwarded-For", b"203.0.113.7"),
+            ],
+            &[
+                ("host", b"app.test"),
+                ("cookie", b"a=1"),
+                ("Authorization", b"Bearer x"),
+                ("Origin", b"http://app.test"),
+                ("Sec-Fetch-Site", b"same-origin"),
+                ("X-Forwarded-Proto", b"https"),
+                ("Cookie", b"_portcullis=\xff; b=2"),
+                ("Authorization", b"Bearer second"),
+                ("X-Forwarded-For", b"198.51.100.1"),
+                ("X-Forwarded-For", b"203.0.113.7"),
+                ("Accept", b"application/json"),
+                ("Accept", b"text/html"),
+            ],
+            &[("Origin", b"\xfe"), ("Sec-Fetch-Site", b"cross-site")],
+            &[],
+        ];
+        for pairs in cases {
+            for trusted in [false, true] {
+                let req = request(pairs);
+                let mut ctx = ctx("x-user", trusted);
+                let (_, doomed, fields) = scan(&req, &mut ctx);
+                assert!(doomed.is_empty());
+                let h = &req.headers;
+                let got = presented(&fields, h);
+                assert_eq!(got.cookie, cookie_header(h), "{pairs:?}");
+                assert_eq!(
+                    got.authorization,
+                    header_str(h, &http::header::AUTHORIZATION)
+                );
+                assert_eq!(got.origin, header_str(h, &http::header::ORIGIN));
+                let site = HeaderName::from_static("sec-fetch-site");
+                assert_eq!(got.fetch_site, header_str(h, &site));
+                assert_eq!(fields.host.as_ref(), h.get(http::header::HOST));
+                assert_eq!(fields.wants_html(), wants_html(&req));
+                let proto = &forwarded::X_FORWARDED_PROTO;
+                assert_eq!(fields.forwarded_proto.as_ref(), h.get(proto));
+                let xff = &forwarded::X_FORWARDED_FOR;
+                assert_eq!(fields.forwarded_for.as_ref(), h.get(xff));
+                assert_eq!(
+                    fields.forwarded_for_lines as usize,
+                    h.get_all(xff).iter().count()
+                );
+            }
+        }
+    }
+
+    /// A configured identity header is stripped before anything reads it, whatever its
+    /// name: the walk does not take it either (here `Authorization`, which would otherwise
+    /// present a Bearer token).
+    #[test]
+    fn stripped_fields_are_not_read() {
+        let req = request(&[("Authorization", b"Bearer forged"), ("Cookie", b"a=1")]);
+        let mut ctx = ctx("authorization", false);
+        let (_, doomed, fields) = scan(&req, &mut ctx);
+        assert_eq!(doomed, [http::header::AUTHORIZATION]);
+        let got = presented(&fields, &req.headers);
+        assert_eq!(got.authorization, None);
+        assert_eq!(got.cookie.as_deref(), Some("a=1"));
     }
 
     #[test]

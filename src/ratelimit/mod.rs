@@ -178,14 +178,15 @@ impl Note {
     /// The informational headers: `RateLimit-Limit` (the burst), `-Remaining`, `-Reset`, and
     /// the IETF draft's `RateLimit-Policy` and `RateLimit`.
     ///
-    /// Names come as `&'static str` in the case they are written: Pingora keeps a case map
-    /// beside the header map, and a `HeaderName` would be title-cased into a fresh copy on
-    /// every insert (these are on every response of a limited route).
-    pub fn headers(&self, mut put: impl FnMut(&'static str, HeaderValue)) {
-        put(LIMIT, self.limiter.limit_value.clone());
-        put(REMAINING, HeaderValue::from(self.remaining));
-        put(RESET, HeaderValue::from(self.reset));
-        put(POLICY, self.limiter.policy_value.clone());
+    /// Each comes as its `HeaderName` and its spelling as a `&'static str`: a proxied
+    /// response keeps spellings (Pingora's case map), and a `HeaderName` given to Pingora would
+    /// be title-cased into a fresh copy on every insert; an answer written here keeps none and
+    /// takes the name as it is (these are on every response of a limited route).
+    pub fn headers(&self, mut put: impl FnMut(&'static HeaderName, &'static str, HeaderValue)) {
+        put(&LIMIT.0, LIMIT.1, self.limiter.limit_value.clone());
+        put(&REMAINING.0, REMAINING.1, HeaderValue::from(self.remaining));
+        put(&RESET.0, RESET.1, HeaderValue::from(self.reset));
+        put(&POLICY.0, POLICY.1, self.limiter.policy_value.clone());
         // `"name";r=R;t=T`, written without a format string.
         let name = &self.limiter.spec.name;
         let mut v = Vec::with_capacity(name.len() + 32);
@@ -196,7 +197,7 @@ impl Note {
         v.extend_from_slice(b";t=");
         v.extend_from_slice(itoa_buf(&mut [0; 20], self.reset));
         if let Ok(value) = HeaderValue::from_maybe_shared(bytes::Bytes::from(v)) {
-            put(RATELIMIT, value);
+            put(&RATELIMIT.0, RATELIMIT.1, value);
         }
     }
 }
@@ -214,11 +215,25 @@ fn itoa_buf(buf: &mut [u8; 20], mut n: u64) -> &[u8] {
     }
 }
 
-const LIMIT: &str = "RateLimit-Limit";
-const REMAINING: &str = "RateLimit-Remaining";
-const RESET: &str = "RateLimit-Reset";
-const POLICY: &str = "RateLimit-Policy";
-const RATELIMIT: &str = "RateLimit";
+/// A rate limit header's name, and its spelling where a response keeps spellings.
+type Field = (HeaderName, &'static str);
+static LIMIT: Field = (
+    HeaderName::from_static("ratelimit-limit"),
+    "RateLimit-Limit",
+);
+static REMAINING: Field = (
+    HeaderName::from_static("ratelimit-remaining"),
+    "RateLimit-Remaining",
+);
+static RESET: Field = (
+    HeaderName::from_static("ratelimit-reset"),
+    "RateLimit-Reset",
+);
+static POLICY: Field = (
+    HeaderName::from_static("ratelimit-policy"),
+    "RateLimit-Policy",
+);
+static RATELIMIT: Field = (HeaderName::from_static("ratelimit"), "RateLimit");
 
 impl Limiter {
     /// Compiles `spec` (already validated: a name of token characters, count, period and
@@ -449,7 +464,12 @@ mod tests {
         assert_eq!(fourth.reset, 180);
         assert!(fourth.stricter_than(&first));
         let mut seen = Vec::new();
-        fourth.headers(|n, v| seen.push((n.to_string(), v.to_str().unwrap().to_string())));
+        fourth.headers(|n, spelling, v| {
+            // The spelling is the name.
+            assert!(spelling.eq_ignore_ascii_case(n.as_str()), "{spelling}");
+            seen.push((spelling.to_string(), v.to_str().unwrap().to_string()));
+        });
+        assert_eq!(seen.len(), 5);
         let get = |n: &str| {
             seen.iter()
                 .find(|(k, _)| k.eq_ignore_ascii_case(n))
