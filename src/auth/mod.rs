@@ -270,10 +270,15 @@ impl Auth {
                 return Err(e);
             }
         };
+        // The refresh (a round trip to the IdP) and the end of a session are boxed: kept
+        // out of the size of every request's future, which Pingora moves into the heap
+        // whole on each request.
         let live = match record {
-            Some(r) if self.config.refresh && refresh_due(&r, now) => self.refresh(r).await,
+            Some(r) if self.config.refresh && refresh_due(&r, now) => {
+                Box::pin(self.refresh(r)).await
+            }
             Some(r) if !self.directory_allows(&r) => {
-                self.end_directory_session(&r).await;
+                Box::pin(self.end_directory_session(&r)).await;
                 None
             }
             other => other,

@@ -396,7 +396,10 @@ async fn authenticate(
     };
     if route.bearer {
         if let Some(token) = token {
-            return match auth.bearer(provider, token).await {
+            // Boxed, like the token check above: a JWT's verification (and a key fetch it
+            // may need) dwarfs one allocation, and kept inline its future would enlarge every
+            // request's.
+            return match Box::pin(auth.bearer(provider, token)).await {
                 Ok(record) => Authenticated::Bearer(record),
                 Err(e) => Authenticated::BadToken(e),
             };

@@ -69,7 +69,10 @@ impl ProxyHttp for Gateway {
             return forward_auth(session, ctx, &view, &fields, envoy.as_deref()).await;
         }
         if let Some(endpoint) = view.path.strip_prefix("/.portcullis/") {
-            return own_endpoint(session, ctx, &view, endpoint).await;
+            // Boxed: the login endpoints' futures (a code exchange with the IdP among them)
+            // are large, and kept inline they would enlarge every request's future, which
+            // Pingora moves into the heap whole on each request.
+            return Box::pin(own_endpoint(session, ctx, &view, endpoint)).await;
         }
         if let Some(issuer) = ctx.rt.issuer.clone() {
             if view.host == issuer.config.host {
