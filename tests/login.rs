@@ -77,6 +77,22 @@ async fn ready(w: &World) {
 }
 
 /// Waits until Portcullis has applied `count` reloads of its file.
+/// A second session secret, for rotations.
+const NEW: &str = "ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA=";
+
+/// Puts `new` before the first session secret (still listed) and waits for the reload;
+/// returns the config now in use.
+async fn rotate_in(w: &World, new: &str) -> String {
+    let yaml = w.pc.yaml().replace(
+        &format!("[\"{SECRET}\"]"),
+        &format!("[\"{new}\", \"{SECRET}\"]"),
+    );
+    assert_ne!(yaml, w.pc.yaml(), "the secret must appear in the config");
+    w.pc.rewrite_config(&yaml);
+    reloaded(w, 1).await;
+    yaml
+}
+
 async fn reloaded(w: &World, count: u32) {
     support::eventually(Duration::from_secs(5), "reload", || {
         let pc = &w.pc;
@@ -131,7 +147,6 @@ async fn full_login_reaches_the_app_with_identity_headers() {
 /// discovered it again.
 #[tokio::test]
 async fn a_reload_that_rebuilds_the_services_keeps_the_discovered_provider() {
-    const NEW: &str = "ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA=";
     let mut w = world();
     ready(&w).await;
     let start = |w: &World| {
@@ -172,13 +187,7 @@ async fn a_reload_that_rebuilds_the_services_keeps_the_discovered_provider() {
 
     // The IdP goes away; the secrets change, so the services (and providers) are rebuilt.
     w.idp.kill();
-    let yaml = w.pc.yaml().replace(
-        &format!("[\"{SECRET}\"]"),
-        &format!("[\"{NEW}\", \"{SECRET}\"]"),
-    );
-    assert_ne!(yaml, w.pc.yaml(), "the secret must appear in the config");
-    w.pc.rewrite_config(&yaml);
-    reloaded(&w, 1).await;
+    rotate_in(&w, NEW).await;
     let (status, location) = to_idp(start_url).await;
     assert_eq!(status, 302, "a login must start right after the reload");
     assert!(location.starts_with(&issuer), "{location}");
@@ -194,7 +203,6 @@ mod redis_support;
 /// browser, and the browser whose cookie was refused, each get a working session.
 #[tokio::test]
 async fn secret_rotation_by_reload_keeps_sessions() {
-    const NEW: &str = "ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA=";
     let redis = redis_support::RedisServer::start();
     let session = format!("  store: redis\n  redis: {{ url: \"{}\" }}\n", redis.url());
     let routes = "  - { path: /, upstream: \"@UP@\", auth: required }\n";
@@ -226,13 +234,7 @@ async fn secret_rotation_by_reload_keeps_sessions() {
     assert_eq!(api(cookie.clone()).await, 200);
 
     // New secret first, the old one still listed: everyone stays logged in.
-    let yaml = w.pc.yaml().replace(
-        &format!("[\"{SECRET}\"]"),
-        &format!("[\"{NEW}\", \"{SECRET}\"]"),
-    );
-    assert_ne!(yaml, w.pc.yaml(), "the secret must appear in the config");
-    w.pc.rewrite_config(&yaml);
-    reloaded(&w, 1).await;
+    let yaml = rotate_in(&w, NEW).await;
     assert_eq!(
         api(cookie.clone()).await,
         200,

@@ -58,6 +58,25 @@ pub struct Ctx {
 }
 
 impl Ctx {
+    /// A request's state before anything of it is read, served under `rt`.
+    fn new(rt: Arc<Runtime>) -> Ctx {
+        Ctx {
+            rt,
+            start: Instant::now(),
+            route: None,
+            tls: false,
+            peer_ip: None,
+            peer_trusted: false,
+            client_ip: None,
+            host_header: None,
+            not_forwarded: Vec::new(),
+            identity: None,
+            assertion: None,
+            clear_cookie: None,
+            rate: None,
+        }
+    }
+
     fn route_label(&self) -> &str {
         self.route.as_deref().map_or("-", |r| &r.name)
     }

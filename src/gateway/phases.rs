@@ -19,7 +19,6 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{ErrorSource, ErrorType};
 use std::sync::Arc;
-use std::time::Instant;
 
 #[async_trait]
 impl ProxyHttp for Gateway {
@@ -28,21 +27,7 @@ impl ProxyHttp for Gateway {
     /// Runs when a request's head has been read: the request keeps the configuration current
     /// now for its whole life, even if a reload happens meanwhile.
     fn new_ctx(&self) -> Ctx {
-        Ctx {
-            rt: self.runtime.load_full(),
-            start: Instant::now(),
-            route: None,
-            tls: false,
-            peer_ip: None,
-            peer_trusted: false,
-            client_ip: None,
-            host_header: None,
-            not_forwarded: Vec::new(),
-            identity: None,
-            assertion: None,
-            clear_cookie: None,
-            rate: None,
-        }
+        Ctx::new(self.runtime.load_full())
     }
 
     /// Runs first for every request, before anything is sent upstream. Strips forged identity

@@ -450,21 +450,9 @@ routes:
         );
         let rt = crate::config::load_str(&yaml, std::path::Path::new("t.yaml"), |_| None)
             .unwrap_or_else(|e| panic!("{e}"));
-        Ctx {
-            rt: std::sync::Arc::new(rt),
-            start: std::time::Instant::now(),
-            route: None,
-            tls: false,
-            peer_ip: None,
-            peer_trusted: trusted,
-            client_ip: None,
-            host_header: None,
-            not_forwarded: Vec::new(),
-            identity: None,
-            assertion: None,
-            clear_cookie: None,
-            rate: None,
-        }
+        let mut ctx = Ctx::new(std::sync::Arc::new(rt));
+        ctx.peer_trusted = trusted;
+        ctx
     }
 
     fn request(pairs: &[(&str, &[u8])]) -> RequestHeader {
