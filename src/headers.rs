@@ -4,83 +4,73 @@
 
 use http::{HeaderName, HeaderValue};
 
-/// Whether `name` (lower-case) is an identity header that apps migrated from other proxies
-/// commonly trust. These are stripped even when not configured, so a forged one can never
+/// Identity headers (lower case) that apps migrated from other proxies commonly trust. These are stripped even when not configured, so a forged one can never
 /// reach an app that still reads it.
-fn well_known_identity(name: &str) -> bool {
-    matches!(
-        name,
-        "x-auth-request-user"
-            | "x-auth-request-email"
-            | "x-auth-request-groups"
-            | "x-auth-request-preferred-username"
-            | "x-auth-request-access-token"
-            | "x-forwarded-user"
-            | "x-forwarded-email"
-            | "x-forwarded-groups"
-            | "x-forwarded-preferred-username"
-            | "x-forwarded-access-token"
-            | "remote-user"
-            | "remote-email"
-            | "remote-groups"
-            | "remote-name"
-            | "x-remote-user"
-    )
-}
+const WELL_KNOWN_IDENTITY: &[&str] = &[
+    "x-auth-request-user",
+    "x-auth-request-email",
+    "x-auth-request-groups",
+    "x-auth-request-preferred-username",
+    "x-auth-request-access-token",
+    "x-forwarded-user",
+    "x-forwarded-email",
+    "x-forwarded-groups",
+    "x-forwarded-preferred-username",
+    "x-forwarded-access-token",
+    "remote-user",
+    "remote-email",
+    "remote-groups",
+    "remote-name",
+    "x-remote-user",
+];
 
 /// Headers that make frameworks serve another path or method than the request line names
 /// (Symfony and IIS `X-Original-URL`, method-override middleware). Portcullis decided on the
 /// request line, so the app must act on it too: never forwarded, whoever sent them.
-fn overrides_the_request_line(name: &str) -> bool {
-    matches!(
-        name,
-        "x-original-url"
-            | "x-original-uri"
-            | "x-original-method"
-            | "x-rewrite-url"
-            | "x-http-method-override"
-            | "x-http-method"
-            | "x-method-override"
-    )
-}
+const OVERRIDES_THE_REQUEST_LINE: &[&str] = &[
+    "x-original-url",
+    "x-original-uri",
+    "x-original-method",
+    "x-rewrite-url",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
 
 /// Headers that tell the app about the client, the address, scheme or path prefix it used:
 /// forwarded only from a trusted proxy. Frameworks and libraries read each of these (the Flask
 /// "ReverseProxied" recipe reads `X-Script-Name`, npm `request-ip` prefers `X-Client-IP` to
 /// `X-Forwarded-For`, gunicorn takes `X-Forwarded-Protocol` as the scheme, ...).
-fn describes_the_client(name: &str) -> bool {
-    matches!(
-        name,
-        "forwarded"
-            | "x-forwarded"
-            | "x-forwarded-port"
-            | "x-forwarded-prefix"
-            | "x-forwarded-server"
-            | "x-forwarded-path"
-            | "x-forwarded-uri"
-            | "x-forwarded-method"
-            | "x-forwarded-ssl"
-            | "x-forwarded-scheme"
-            | "x-forwarded-protocol"
-            | "x-script-name"
-            | "x-original-path"
-            | "x-original-host"
-            | "x-host"
-            | "x-http-host-override"
-            | "front-end-https"
-            | "x-url-scheme"
-            | "x-scheme"
-            | "x-client-ip"
-            | "client-ip"
-            | "true-client-ip"
-            | "cf-connecting-ip"
-            | "fastly-client-ip"
-            | "x-cluster-client-ip"
-            | "x-proxyuser-ip"
-            | "x-originating-ip"
-            | "x-remote-addr"
-    )
-}
+const DESCRIBES_THE_CLIENT: &[&str] = &[
+    "forwarded",
+    "x-forwarded",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-forwarded-server",
+    "x-forwarded-path",
+    "x-forwarded-uri",
+    "x-forwarded-method",
+    "x-forwarded-ssl",
+    "x-forwarded-scheme",
+    "x-forwarded-protocol",
+    "x-script-name",
+    "x-original-path",
+    "x-original-host",
+    "x-host",
+    "x-http-host-override",
+    "front-end-https",
+    "x-url-scheme",
+    "x-scheme",
+    "x-client-ip",
+    "client-ip",
+    "true-client-ip",
+    "cf-connecting-ip",
+    "fastly-client-ip",
+    "x-cluster-client-ip",
+    "x-proxyuser-ip",
+    "x-originating-ip",
+    "x-remote-addr",
+];
 
 /// What becomes of one incoming request header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,16 +87,18 @@ pub enum Fate {
 }
 
 /// The rules for incoming request headers, compiled from `headers.identity` and
-/// `headers.underscores_in_headers`. Deciding a name's [`Fate`] costs string comparisons, no
+/// `headers.underscores_in_headers`. Deciding a name's [`Fate`] costs byte comparisons, no
 /// hashing: it runs for every field of every request.
 #[derive(Debug)]
 pub struct StripList {
-    /// The configured identity headers.
-    configured: Vec<HeaderName>,
     /// `headers.underscores_in_headers`: keep other headers whose names hold `_`.
     keep_underscored: bool,
     /// The first letters of every name that is not kept as it is.
     first_letters: [bool; 256],
+    /// Every name with a fate other than [`Fate::Keep`] (configured, well known, overriding
+    /// or describing the client), by its length: a name is compared with the few of its own
+    /// length only, instead of walking four lists.
+    by_len: Vec<Vec<(Box<str>, Fate)>>,
 }
 
 impl Default for StripList {
@@ -114,6 +106,14 @@ impl Default for StripList {
         StripList::new([], false)
     }
 }
+
+/// The built-in lists with the fate each gives; the identity list comes first, so a name in
+/// two lists would take the stricter fate.
+const BUILT_IN: [(&[&str], Fate); 3] = [
+    (WELL_KNOWN_IDENTITY, Fate::Strip),
+    (OVERRIDES_THE_REQUEST_LINE, Fate::NeverForwarded),
+    (DESCRIBES_THE_CLIENT, Fate::ForwardedIfTrusted),
+];
 
 impl StripList {
     pub fn new(configured: impl IntoIterator<Item = HeaderName>, keep_underscored: bool) -> Self {
@@ -127,34 +127,54 @@ impl StripList {
                 first_letters[usize::from(*b)] = true;
             }
         }
+        let mut by_len: Vec<Vec<(Box<str>, Fate)>> = Vec::new();
+        let mut add = |name: &str, fate: Fate| {
+            if by_len.len() <= name.len() {
+                by_len.resize_with(name.len() + 1, Vec::new);
+            }
+            let bucket = &mut by_len[name.len()];
+            if !bucket.iter().any(|(n, _)| &**n == name) {
+                bucket.push((name.into(), fate));
+            }
+        };
+        for name in &configured {
+            add(name.as_str(), Fate::Strip);
+        }
+        for (names, fate) in BUILT_IN {
+            for name in names {
+                add(name, fate);
+            }
+        }
         StripList {
-            configured,
             keep_underscored,
             first_letters,
+            by_len,
         }
     }
 
     /// What becomes of an incoming header named `name`.
     pub fn fate(&self, name: &HeaderName) -> Fate {
-        let s = name.as_str().as_bytes();
+        let s = name.as_str();
+        let underscored = s.as_bytes().contains(&b'_');
         // Most fields (`accept`, `host`, `user-agent`, ...) are none of these: every name in
         // the lists, and every configured one, starts with one of a few letters.
-        if !s
-            .first()
-            .is_some_and(|b| self.first_letters[usize::from(*b)])
-            && !s.contains(&b'_')
+        if !underscored
+            && !s
+                .as_bytes()
+                .first()
+                .is_some_and(|b| self.first_letters[usize::from(*b)])
         {
             return Fate::Keep;
         }
-        if self.matches(name) {
-            Fate::Strip
-        } else if overrides_the_request_line(name.as_str()) {
-            Fate::NeverForwarded
-        } else if describes_the_client(name.as_str()) {
-            Fate::ForwardedIfTrusted
-        } else {
-            Fate::Keep
+        if underscored || s.starts_with("x-portcullis-") {
+            // No list holds such a name: it goes, or stays, by `matches` alone.
+            return if self.matches(name) {
+                Fate::Strip
+            } else {
+                Fate::Keep
+            };
         }
+        self.listed(s).unwrap_or(Fate::Keep)
     }
 
     /// Whether an incoming header of this name must go at once. Any name with `_` goes (as
@@ -174,14 +194,20 @@ impl StripList {
                 return true;
             }
             let dashed = s.replace('_', "-");
-            return self.identity(&dashed);
+            return self.listed(&dashed) == Some(Fate::Strip);
         }
-        self.identity(s)
+        self.listed(s) == Some(Fate::Strip)
     }
 
-    /// Whether `name` (lower-case, with dashes) is an identity header, configured or well known.
-    fn identity(&self, name: &str) -> bool {
-        well_known_identity(name) || self.configured.iter().any(|c| c.as_str() == name)
+    /// The fate the lists give `name` (lower case), if they name it.
+    fn listed(&self, name: &str) -> Option<Fate> {
+        self.by_len
+            .get(name.len())?
+            .iter()
+            // Names of one length differ mostly at the end (`-url`/`-uri`, `-user`/`-email`):
+            // the last byte first spares most full comparisons.
+            .find(|(n, _)| n.as_bytes().last() == name.as_bytes().last() && &**n == name)
+            .map(|(_, fate)| *fate)
     }
 }
 
@@ -412,6 +438,94 @@ mod tests {
             "content-type",
         ] {
             assert_eq!(fate(n), Fate::Keep, "{n}");
+        }
+    }
+
+    /// The fate as it was decided before the by-length table: the three lists walked in
+    /// order after the configured names. The table must agree with it on every name.
+    fn reference_fate(configured: &[&str], keep_underscored: bool, name: &str) -> Fate {
+        let identity = |n: &str| WELL_KNOWN_IDENTITY.contains(&n) || configured.contains(&n);
+        let matches = if name.starts_with("x-portcullis-") || name.starts_with("x_portcullis_") {
+            true
+        } else if name.contains('_') {
+            !keep_underscored || identity(&name.replace('_', "-"))
+        } else {
+            identity(name)
+        };
+        if matches {
+            Fate::Strip
+        } else if OVERRIDES_THE_REQUEST_LINE.contains(&name) {
+            Fate::NeverForwarded
+        } else if DESCRIBES_THE_CLIENT.contains(&name) {
+            Fate::ForwardedIfTrusted
+        } else {
+            Fate::Keep
+        }
+    }
+
+    #[test]
+    fn fate_table_agrees_with_the_lists() {
+        let configured_sets: [&[&str]; 4] = [
+            &[],
+            &["my-user"],
+            // Configured names that are also in a built-in list, or a standard header.
+            &[
+                "x-original-url",
+                "x-forwarded-port",
+                "authorization",
+                "cookie",
+            ],
+            &[
+                "remote-user",
+                "a",
+                "zz-very-long-configured-identity-header-name-x",
+            ],
+        ];
+        let mut names: Vec<String> = WELL_KNOWN_IDENTITY
+            .iter()
+            .chain(OVERRIDES_THE_REQUEST_LINE)
+            .chain(DESCRIBES_THE_CLIENT)
+            .map(|n| n.to_string())
+            .collect();
+        for extra in [
+            "accept",
+            "host",
+            "cookie",
+            "authorization",
+            "x-request-id",
+            "x-forwarded-for",
+            "x-real-ip",
+            "x-portcullis-assertion",
+            "x-portcullis-",
+            "my-user",
+            "a",
+            "b",
+            "t",
+            "content-type",
+            "forwardedx",
+            "x-forwarded-",
+            "remote-users",
+        ] {
+            names.push(extra.to_string());
+        }
+        for n in names.clone() {
+            names.push(n.replace('-', "_"));
+            names.push(format!("{n}x"));
+            names.push(n[..n.len() - 1].to_string());
+        }
+        for configured in configured_sets {
+            for keep in [false, true] {
+                let list =
+                    StripList::new(configured.iter().map(|n| HeaderName::from_static(n)), keep);
+                for n in names.iter().filter(|n| !n.is_empty()) {
+                    let name = HeaderName::from_bytes(n.as_bytes()).unwrap();
+                    assert_eq!(
+                        list.fate(&name),
+                        reference_fate(configured, keep, n),
+                        "{n} with {configured:?}, underscores kept: {keep}"
+                    );
+                }
+            }
         }
     }
 

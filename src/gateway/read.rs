@@ -4,7 +4,7 @@
 //! two front doors differ on the way in. Reading the proxied request also pins what the
 //! upstream will receive to what was read.
 
-use super::forwarded::{self, X_FORWARDED_HOST};
+use super::forwarded;
 use super::Ctx;
 use crate::decision::Presented;
 use crate::headers::Fate;
@@ -14,8 +14,6 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use pingora::http::RequestHeader;
 use pingora::proxy::Session;
 use std::borrow::Cow;
-
-const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
 
 /// Who is on the other end of the connection: the peer, whether it is a trusted proxy, and
 /// whether the connection is TLS. Until [`client`] hears a trusted proxy, the peer is the
@@ -76,6 +74,8 @@ pub(super) struct Fields {
     forwarded_proto: Option<HeaderValue>,
     forwarded_for: Option<HeaderValue>,
     forwarded_for_lines: u32,
+    forwarded_host: Option<HeaderValue>,
+    forwarded_port: Option<HeaderValue>,
 }
 
 impl Fields {
@@ -101,6 +101,8 @@ impl Fields {
                     self.forwarded_for_lines += 1;
                     &mut self.forwarded_for
                 }
+                "x-forwarded-host" => &mut self.forwarded_host,
+                "x-forwarded-port" => &mut self.forwarded_port,
                 _ => return,
             }
         };
@@ -204,8 +206,8 @@ pub(super) fn request(
     // A forward-auth check's own X-Forwarded-Host describes the original request, not this one.
     let checking = envoy.is_some() || path == "/.portcullis/auth";
     let (authority, forwarded_host) = if ctx.peer_trusted && !checking {
-        let public =
-            public_authority(&session.req_header().headers, own).map_err(Refusal::Malformed)?;
+        let public = public_authority(&fields.forwarded_host, &fields.forwarded_port, own)
+            .map_err(Refusal::Malformed)?;
         let named = request::parse_host(&public).map_err(Refusal::Malformed)?;
         let other = (named != host && !own.is_empty()).then_some(named);
         (public, other)
@@ -255,21 +257,27 @@ fn routed_host(
 /// common `proxy_set_header Host $host` drops the port, which `X-Forwarded-Host
 /// $host:$server_port` or `X-Forwarded-Port` carry: return URLs, login redirects, the
 /// hand-over and CSRF origin checks need it.
-fn public_authority(headers: &HeaderMap, own: &str) -> Result<String, BadRequest> {
-    let first = |name: &HeaderName| {
-        header_str(headers, name)
+fn public_authority(
+    forwarded_host: &Option<HeaderValue>,
+    forwarded_port: &Option<HeaderValue>,
+    own: &str,
+) -> Result<String, BadRequest> {
+    fn first(value: &Option<HeaderValue>) -> Option<&str> {
+        value
+            .as_ref()
+            .and_then(|v| v.to_str().ok())
             .and_then(|v| v.split(',').next())
             .map(str::trim)
             .filter(|v| !v.is_empty())
-    };
-    let host = match first(&X_FORWARDED_HOST) {
+    }
+    let host = match first(forwarded_host) {
         Some(h) => {
             request::parse_host(h)?;
             h
         }
         None => own,
     };
-    let port = match first(&X_FORWARDED_PORT) {
+    let port = match first(forwarded_port) {
         Some(p) => Some(
             p.parse::<u16>()
                 .ok()
@@ -404,7 +412,11 @@ mod tests {
 
     #[test]
     fn public_authority_from_a_front_proxy() {
-        let h = |pairs: &[(&str, &str)]| public_authority(&headers(pairs), "app.test");
+        let from = |h: &HeaderMap, own: &str| {
+            let get = |name: &str| h.get(name).cloned();
+            public_authority(&get("x-forwarded-host"), &get("x-forwarded-port"), own)
+        };
+        let h = |pairs: &[(&str, &str)]| from(&headers(pairs), "app.test");
         assert_eq!(h(&[]), Ok("app.test".into()));
         assert_eq!(
             h(&[("x-forwarded-host", "app.test:8443")]),
@@ -422,7 +434,7 @@ mod tests {
             Ok("app.test:8443".into())
         );
         assert_eq!(
-            public_authority(
+            from(
                 &headers(&[("x-forwarded-host", "[::1]"), ("x-forwarded-port", "8080")]),
                 "[::1]"
             ),
@@ -486,6 +498,9 @@ routes:
                 ("Authorization", b"Bearer second"),
                 ("X-Forwarded-For", b"198.51.100.1"),
                 ("X-Forwarded-For", b"203.0.113.7"),
+                ("X-Forwarded-Host", b"app.test:8443"),
+                ("X-Forwarded-Port", b"8443"),
+                ("X-Forwarded-Host", b"inner.test"),
                 ("Accept", b"application/json"),
                 ("Accept", b"text/html"),
             ],
@@ -518,6 +533,9 @@ routes:
                     fields.forwarded_for_lines as usize,
                     h.get_all(xff).iter().count()
                 );
+                let host = h.get("x-forwarded-host");
+                assert_eq!(fields.forwarded_host.as_ref(), host);
+                assert_eq!(fields.forwarded_port.as_ref(), h.get("x-forwarded-port"));
             }
         }
     }

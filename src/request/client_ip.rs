@@ -25,7 +25,20 @@ impl TrustedProxies {
             return Some(peer);
         };
         let mut leftmost = None;
-        for entry in xff.rsplit(',') {
+        // `xff.rsplit(',')`, by bytes: the searcher behind `rsplit` costs more than the
+        // usual one or two entries do.
+        let mut rest = Some(xff);
+        while let Some(left) = rest {
+            let entry = match left.bytes().rposition(|b| b == b',') {
+                Some(i) => {
+                    rest = Some(&left[..i]);
+                    &left[i + 1..]
+                }
+                None => {
+                    rest = None;
+                    left
+                }
+            };
             let Ok(ip) = entry.trim().parse::<IpAddr>().map(canonical) else {
                 // A malformed hop breaks the chain of trust before an untrusted address was
                 // found: the client is unknown (policies on networks then fail closed), not
@@ -77,6 +90,22 @@ mod tests {
         assert_eq!(
             trusted.client_ip(Some(peer), Some("10.9.9.9, invalid, 10.2.2.2")),
             None
+        );
+        // Empty entries are malformed hops too, wherever they are.
+        assert_eq!(trusted.client_ip(Some(peer), Some("")), None);
+        assert_eq!(trusted.client_ip(Some(peer), Some("198.51.100.7,")), None);
+        assert_eq!(
+            trusted.client_ip(Some(peer), Some(",198.51.100.7")),
+            Some("198.51.100.7".parse().unwrap())
+        );
+        assert_eq!(
+            trusted.client_ip(Some(peer), Some("10.2.2.2,,10.3.3.3")),
+            None
+        );
+        // Only trusted hops: the left-most of them.
+        assert_eq!(
+            trusted.client_ip(Some(peer), Some("10.4.4.4,10.2.2.2")),
+            Some("10.4.4.4".parse().unwrap())
         );
         let mapped: IpAddr = "::ffff:10.1.1.1".parse().unwrap();
         assert!(trusted.contains(mapped));
