@@ -4,8 +4,9 @@
 
 use http::{HeaderName, HeaderValue};
 
-/// Identity headers (lower case) that apps migrated from other proxies commonly trust. These are stripped even when not configured, so a forged one can never
-/// reach an app that still reads it.
+/// Identity headers (lower case) that apps migrated from other proxies commonly trust. These
+/// are stripped even when not configured, so a forged one can never reach an app that still
+/// reads it.
 const WELL_KNOWN_IDENTITY: &[&str] = &[
     "x-auth-request-user",
     "x-auth-request-email",
@@ -117,18 +118,14 @@ const BUILT_IN: [(&[&str], Fate); 3] = [
 
 impl StripList {
     pub fn new(configured: impl IntoIterator<Item = HeaderName>, keep_underscored: bool) -> Self {
-        let configured: Vec<HeaderName> = configured.into_iter().collect();
+        // `x` for Portcullis' own `x-portcullis-` namespace; the table adds the rest.
         let mut first_letters = [false; 256];
-        for b in [b'x', b'r', b'f', b'c', b't'] {
-            first_letters[usize::from(b)] = true;
-        }
-        for name in &configured {
-            if let Some(b) = name.as_str().as_bytes().first() {
-                first_letters[usize::from(*b)] = true;
-            }
-        }
+        first_letters[usize::from(b'x')] = true;
         let mut by_len: Vec<Vec<(Box<str>, Fate)>> = Vec::new();
         let mut add = |name: &str, fate: Fate| {
+            if let Some(b) = name.as_bytes().first() {
+                first_letters[usize::from(*b)] = true;
+            }
             if by_len.len() <= name.len() {
                 by_len.resize_with(name.len() + 1, Vec::new);
             }
@@ -137,7 +134,7 @@ impl StripList {
                 bucket.push((name.into(), fate));
             }
         };
-        for name in &configured {
+        for name in configured {
             add(name.as_str(), Fate::Strip);
         }
         for (names, fate) in BUILT_IN {
@@ -156,8 +153,8 @@ impl StripList {
     pub fn fate(&self, name: &HeaderName) -> Fate {
         let s = name.as_str();
         let underscored = s.as_bytes().contains(&b'_');
-        // Most fields (`accept`, `host`, `user-agent`, ...) are none of these: every name in
-        // the lists, and every configured one, starts with one of a few letters.
+        // Most fields (`accept`, `host`, `user-agent`, ...) are none of these: the names in
+        // the table, and the `x-portcullis-` namespace, start with a few letters.
         if !underscored
             && !s
                 .as_bytes()
