@@ -34,4 +34,6 @@ pub(crate) mod secret;
 pub mod server;
 pub mod session;
 pub mod telemetry;
+#[cfg(test)]
+mod test_inputs;
 pub(crate) mod upstream;
