@@ -28,10 +28,10 @@ pub enum Style {
     /// proxied response would get (and `no-store` when it has a body).
     AsUpstream(Arc<Route>),
     /// An allowed forward-auth check, read by the front proxy rather than a browser: only
-    /// `no-store`, and the identity headers (shared with the session's cache entry, written
-    /// with their static spellings).
+    /// `no-store`, and the identity headers. Its head comes whole (built once per session
+    /// and copied), `Content-Length` included.
     Check {
-        identity: crate::session::record::HeaderList,
+        head: http::HeaderMap,
         /// The signed assertion (empty for anonymous checks).
         assertion: Option<(crate::headers::FieldName, http::HeaderValue)>,
     },

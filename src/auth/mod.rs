@@ -14,8 +14,9 @@ use crate::oidc::{OidcProvider, ProviderSettings};
 use crate::redirect::RedirectPolicy;
 use crate::secret::Fingerprint;
 use crate::session::{
-    CookieSettings, MemoryStore, RedisSettings, RedisStore, SessionCache, SessionCookie,
-    SessionKeys, SessionRecord, SessionStore, SharedClock, StoreError, StoreSettings, SystemClock,
+    CookieSettings, MemoryStore, OpenedCookies, RedisSettings, RedisStore, SessionCache,
+    SessionCookie, SessionKeys, SessionRecord, SessionStore, SharedClock, StoreError,
+    StoreSettings, SystemClock,
 };
 use crate::telemetry::metrics;
 use std::collections::HashMap;
@@ -76,6 +77,9 @@ pub struct Auth {
     pub config: AuthConfig,
     pub store: Arc<dyn SessionStore>,
     pub cache: Arc<SessionCache>,
+    /// Session cookie values opened under `config`'s keys. Never carried to another `Auth`:
+    /// a cache answers only for the keys that opened its values.
+    opened: OpenedCookies,
     pub providers: HashMap<String, Arc<OidcProvider>>,
     /// What the built-in directory remembers (regulation, used codes), beside the sessions.
     pub directory: Arc<DirectoryState>,
@@ -172,6 +176,7 @@ impl Auth {
             config,
             store,
             cache,
+            opened: OpenedCookies::new(crate::session::opened::DEFAULT_CAPACITY),
             providers,
             directory,
             clock,
@@ -189,6 +194,7 @@ impl Auth {
             config,
             store: Arc::clone(&self.store),
             cache: Arc::clone(&self.cache),
+            opened: OpenedCookies::new(crate::session::opened::DEFAULT_CAPACITY),
             providers: self.providers.clone(),
             directory: Arc::clone(&self.directory),
             clock: Arc::clone(&self.clock),
@@ -242,7 +248,7 @@ impl Auth {
             crate::session::cookie::cookie_pairs(header).filter(|(name, _)| names.contains(name))
         {
             presented = true;
-            let Some(cookie) = SessionCookie::decode(value, &self.config.keys, now) else {
+            let Some(cookie) = self.opened.decode(value, &self.config.keys, now) else {
                 continue;
             };
             match found {

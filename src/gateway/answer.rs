@@ -116,11 +116,9 @@ pub(super) async fn answer(
         },
         Decision::Forward { route, identity } => {
             let rt = &ctx.rt;
-            let rendered = identity.as_ref().map(|who| {
-                who.rendered.get_or_render(rt.identity_generation, || {
-                    render_identity_headers(&rt.identity_headers, who)
-                })
-            });
+            let render = |who: &crate::session::SessionRecord| {
+                render_identity_headers(&rt.identity_headers, who)
+            };
             // The signed assertion, for both doors: cached per session and audience.
             let assertion = rt.issuer.as_ref().map(|issuer| {
                 let name = issuer.config.assertion_header.clone();
@@ -136,28 +134,33 @@ pub(super) async fn answer(
                         value.unwrap_or_else(|| http::HeaderValue::from_static("")),
                     )
                 });
-                let identity = match rendered {
-                    Some(h) => h,
+                let head = match &identity {
+                    Some(who) => who.rendered.head_or_build(
+                        rt.identity_generation,
+                        || render(who),
+                        |headers| check_head(headers.iter().map(|(n, v)| (&n.name, v.clone()))),
+                    ),
                     // Anonymous checks carry the identity headers empty: front proxies that
                     // copy them onto the request (Traefik, Caddy) then overwrite whatever a
                     // client sent.
-                    None => rt
-                        .identity_headers
-                        .iter()
-                        .map(|(n, _)| (n.clone(), http::HeaderValue::from_static("")))
-                        .collect(),
+                    None => check_head(
+                        rt.identity_headers
+                            .iter()
+                            .map(|(n, _)| (&n.name, http::HeaderValue::from_static(""))),
+                    ),
                 };
                 Answer {
-                    style: Style::Check {
-                        identity,
-                        assertion,
-                    },
+                    style: Style::Check { head, assertion },
                     ..Answer::empty(StatusCode::OK)
                 }
             } else {
                 if let Some((name, Some(value))) = assertion {
                     ctx.assertion = Some(Box::new((name, value)));
                 }
+                let rendered = identity.as_ref().map(|who| {
+                    who.rendered
+                        .get_or_render(rt.identity_generation, || render(who))
+                });
                 match &route.upstream {
                     Upstream::Http(_) => {
                         ctx.identity = rendered;
@@ -238,10 +241,32 @@ pub(super) fn add_security(
     Ok(())
 }
 
+/// The head of an allowed forward-auth check: `Content-Length: 0`, the identity headers and
+/// `Cache-Control: no-store`. The front proxy reads this answer, no browser does: page
+/// security headers would only be bytes to write on every check.
+fn check_head<'a>(
+    identity: impl ExactSizeIterator<Item = (&'a http::HeaderName, http::HeaderValue)>,
+) -> http::HeaderMap {
+    // Room for what an answer may add: the assertion, a clearing cookie, rate limit headers.
+    let mut head = http::HeaderMap::with_capacity(identity.len() + 8);
+    head.insert(
+        http::header::CONTENT_LENGTH,
+        http::HeaderValue::from_static("0"),
+    );
+    for (n, v) in identity {
+        head.insert(n.clone(), v);
+    }
+    head.insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-store"),
+    );
+    head
+}
+
 /// Writes `answer` with a `Content-Length` (Pingora closes the connection without one), the
 /// headers of its style, and the clearing of a dead session cookie. A HEAD request gets the
 /// headers only. Always `Ok(true)`: the request is answered.
-pub(super) async fn write(session: &mut Session, ctx: &Ctx, answer: Answer) -> Result<bool> {
+pub(super) async fn write(session: &mut Session, ctx: &Ctx, mut answer: Answer) -> Result<bool> {
     let head = session.req_header().method == http::Method::HEAD;
     // Built as `http` parts and given to Pingora without a case map: our own header names
     // have no original spelling to keep, and the parts take each `HeaderName` as it is,
@@ -249,26 +274,32 @@ pub(super) async fn write(session: &mut Session, ctx: &Ctx, answer: Answer) -> R
     // name it does not know). On the wire, the same bytes as Pingora's own no-case header.
     let (mut parts, ()) = http::Response::new(()).into_parts();
     parts.status = answer.status;
-    let resp = &mut parts.headers;
-    resp.reserve(12);
-    if let Some(ct) = answer.content_type {
-        resp.set(
-            &http::header::CONTENT_TYPE,
-            http::HeaderValue::from_static(ct),
-        )?;
-    }
     // 1xx, 204 and 304 must not carry a Content-Length (RFC 9110 §8.6).
     let bodiless = answer.status.is_informational()
         || answer.status == StatusCode::NO_CONTENT
         || answer.status == StatusCode::NOT_MODIFIED;
-    if !bodiless {
-        // Most answers written here without a body are checks and redirects: a static "0"
-        // spares formatting the number into a fresh buffer.
-        let length = match answer.body.len() {
-            0 => http::HeaderValue::from_static("0"),
-            len => http::HeaderValue::from(len),
-        };
-        resp.set(&http::header::CONTENT_LENGTH, length)?;
+    let resp = &mut parts.headers;
+    if let Style::Check { head, .. } = &mut answer.style {
+        // A check's head comes whole, `Content-Length: 0` included (see `check_head`).
+        debug_assert!(answer.body.is_empty() && answer.content_type.is_none() && !bodiless);
+        *resp = std::mem::take(head);
+    } else {
+        resp.reserve(12);
+        if let Some(ct) = answer.content_type {
+            resp.set(
+                &http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static(ct),
+            )?;
+        }
+        if !bodiless {
+            // Most answers written here without a body are checks and redirects: a static
+            // "0" spares formatting the number into a fresh buffer.
+            let length = match answer.body.len() {
+                0 => http::HeaderValue::from_static("0"),
+                len => http::HeaderValue::from(len),
+            };
+            resp.set(&http::header::CONTENT_LENGTH, length)?;
+        }
     }
     for (n, v) in answer.headers {
         if n == http::header::SET_COOKIE {
@@ -295,19 +326,10 @@ pub(super) async fn write(session: &mut Session, ctx: &Ctx, answer: Answer) -> R
             }
             Some(&route.headers.security)
         }
-        Style::Check {
-            identity,
-            assertion,
-        } => {
-            for (n, v) in identity.iter().chain(assertion) {
+        Style::Check { assertion, .. } => {
+            if let Some((n, v)) = assertion {
                 resp.set(&n.name, v.clone())?;
             }
-            // The front proxy reads this answer, no browser does: page security headers
-            // would only be bytes to write on every check.
-            resp.set(
-                &http::header::CACHE_CONTROL,
-                http::HeaderValue::from_static("no-store"),
-            )?;
             None
         }
     };

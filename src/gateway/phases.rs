@@ -22,18 +22,20 @@ use std::sync::Arc;
 
 #[async_trait]
 impl ProxyHttp for Gateway {
-    type CTX = Ctx;
+    /// Boxed: Pingora keeps the context inside each request's future, which it moves into
+    /// the heap whole (a copy of its size, twice per request); a box is one pointer there.
+    type CTX = Box<Ctx>;
 
     /// Runs when a request's head has been read: the request keeps the configuration current
     /// now for its whole life, even if a reload happens meanwhile.
-    fn new_ctx(&self) -> Ctx {
-        Ctx::new(self.runtime.load_full())
+    fn new_ctx(&self) -> Box<Ctx> {
+        Box::new(Ctx::new(self.runtime.load_full()))
     }
 
     /// Runs first for every request, before anything is sent upstream. Strips forged identity
     /// headers, reads the request, decides, and answers everything that is not proxied.
     /// `Ok(true)`: a response was written here and the request ends; `Ok(false)`: proxy it.
-    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
         header_deadline::head_received();
         session.set_keepalive(Some(ctx.rt.idle_timeout.as_secs()));
         read::peer(session, ctx);
@@ -83,7 +85,11 @@ impl ProxyHttp for Gateway {
     }
 
     /// Runs for proxied requests once `request_filter` let them through: where to connect.
-    async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(
+        &self,
+        session: &mut Session,
+        ctx: &mut Self::CTX,
+    ) -> Result<Box<HttpPeer>> {
         let Some(Upstream::Http(up)) = ctx.route.as_deref().map(|r| &r.upstream) else {
             return Error::e_explain(
                 ErrorType::InternalError,
@@ -107,7 +113,7 @@ impl ProxyHttp for Gateway {
         &self,
         _session: &mut Session,
         upstream_request: &mut RequestHeader,
-        ctx: &mut Ctx,
+        ctx: &mut Self::CTX,
     ) -> Result<()> {
         if let Some(route) = ctx.route.clone() {
             forwarded::prepare(upstream_request, ctx, &route)?;
@@ -122,7 +128,7 @@ impl ProxyHttp for Gateway {
         &self,
         _session: &mut Session,
         resp: &mut ResponseHeader,
-        ctx: &mut Ctx,
+        ctx: &mut Self::CTX,
     ) -> Result<()> {
         for name in &ctx.rt.remove_response {
             // One hashed lookup when the name is absent: Pingora touches its case map only
@@ -144,7 +150,12 @@ impl ProxyHttp for Gateway {
 
     /// Runs when proxying failed: 502 when the upstream is unreachable, 504 when it timed
     /// out, 400 for a broken client request; always our own page, never the upstream's words.
-    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut Self::CTX,
+    ) -> FailToProxy {
         let code = match e.etype() {
             ErrorType::HTTPStatus(code) => *code,
             ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout
@@ -185,7 +196,7 @@ impl ProxyHttp for Gateway {
     }
 
     /// Runs when the request is over, whatever happened: metrics and the access log line.
-    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Self::CTX) {
         header_deadline::request_done();
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let route = ctx.route_label();
@@ -230,7 +241,7 @@ impl ProxyHttp for Gateway {
 
     /// What Pingora prints about a failed request: never the query string, which may hold
     /// codes or tokens.
-    fn request_summary(&self, session: &Session, ctx: &Ctx) -> String {
+    fn request_summary(&self, session: &Session, ctx: &Self::CTX) -> String {
         let req = session.req_header();
         format!(
             "{} {}{} route={}",

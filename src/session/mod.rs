@@ -11,6 +11,7 @@ pub mod clock;
 pub mod cookie;
 pub mod keys;
 pub mod memory;
+pub mod opened;
 pub mod record;
 pub mod redis;
 mod redis_conn;
@@ -21,6 +22,7 @@ pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
 pub use cookie::{CookieSettings, SameSite, SessionCookie};
 pub use keys::{KeyError, Purpose, SessionKeys};
 pub use memory::MemoryStore;
+pub use opened::OpenedCookies;
 pub use record::{SessionId, SessionRecord, UserKey};
 pub use redis::RedisStore;
 /// The way to Redis, for the built-in directory's state (regulation, used codes).
