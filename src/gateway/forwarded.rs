@@ -2,6 +2,7 @@
 //! peer (believing incoming ones only from trusted proxies), and the route's added headers.
 
 use super::{put, Ctx};
+use crate::headers::Fate;
 use crate::routes::Route;
 use crate::session::CookieSettings;
 use http::HeaderName;
@@ -52,9 +53,21 @@ pub fn all_values<'a>(
 /// that request in `echo://`).
 pub fn prepare(req: &mut RequestHeader, ctx: &Ctx, route: &Route) -> Result<()> {
     let trusted = ctx.peer_trusted;
-    // Found when the request was read (`read::scan`): usually none.
-    for name in &ctx.not_forwarded {
-        req.remove_header(name);
+    // Noted when the request was read (`read::scan`): usually none.
+    if ctx.withheld {
+        let withheld: Vec<HeaderName> = req
+            .headers
+            .keys()
+            .filter(|name| match ctx.rt.strip.fate(name) {
+                Fate::NeverForwarded => true,
+                Fate::ForwardedIfTrusted => !trusted,
+                Fate::Keep | Fate::Strip => false,
+            })
+            .cloned()
+            .collect();
+        for name in &withheld {
+            req.remove_header(name);
+        }
     }
     // The peer's address as a header value, shared by X-Forwarded-For and X-Real-IP.
     let peer_text = ctx.peer_ip.map(ip_value);

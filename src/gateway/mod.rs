@@ -43,9 +43,11 @@ pub struct Ctx {
     client_ip: Option<IpAddr>,
     /// The `Host` the client named (or the absolute-form authority), for `X-Forwarded-Host`.
     host_header: Option<http::HeaderValue>,
-    /// Request headers that must not reach the upstream (override and client-describing
-    /// headers, see [`crate::headers::Fate`]); usually none.
-    not_forwarded: Vec<http::HeaderName>,
+    /// Whether the request holds headers that must not reach the upstream (override and
+    /// client-describing headers, see [`crate::headers::Fate`]); usually not. Only noted on
+    /// the first walk: the names are found again, from the same table, only for a request
+    /// that is proxied (a forward-auth check, which always holds some, never is).
+    withheld: bool,
     /// Identity headers for the upstream (none when anonymous), rendered once per session.
     identity: Option<crate::session::record::HeaderList>,
     /// The signed identity assertion for the upstream (none when anonymous or no issuer).
@@ -69,7 +71,7 @@ impl Ctx {
             peer_trusted: false,
             client_ip: None,
             host_header: None,
-            not_forwarded: Vec::new(),
+            withheld: false,
             identity: None,
             assertion: None,
             clear_cookie: None,

@@ -130,10 +130,10 @@ pub(super) fn scan(req: &RequestHeader, ctx: &mut Ctx) -> (Shape, Vec<HeaderName
         match ctx.rt.strip.fate(name) {
             Fate::Keep => fields.take(name, value),
             Fate::Strip => doomed.push(name.clone()),
-            Fate::NeverForwarded => ctx.not_forwarded.push(name.clone()),
+            Fate::NeverForwarded => ctx.withheld = true,
             Fate::ForwardedIfTrusted => {
                 if !ctx.peer_trusted {
-                    ctx.not_forwarded.push(name.clone());
+                    ctx.withheld = true;
                 }
                 fields.take(name, value);
             }
