@@ -87,6 +87,18 @@ pub enum Fate {
     ForwardedIfTrusted,
 }
 
+impl Fate {
+    /// Whether a header of this fate, still in the request, must not reach the upstream of a
+    /// request from a peer that is (or is not) `trusted`. Stripped headers are gone by then.
+    pub fn withheld(self, trusted: bool) -> bool {
+        match self {
+            Fate::NeverForwarded => true,
+            Fate::ForwardedIfTrusted => !trusted,
+            Fate::Keep | Fate::Strip => false,
+        }
+    }
+}
+
 /// The rules for incoming request headers, compiled from `headers.identity` and
 /// `headers.underscores_in_headers`. Deciding a name's [`Fate`] costs byte comparisons, no
 /// hashing: it runs for every field of every request.

@@ -2,7 +2,6 @@
 //! peer (believing incoming ones only from trusted proxies), and the route's added headers.
 
 use super::{put, Ctx};
-use crate::headers::Fate;
 use crate::routes::Route;
 use crate::session::CookieSettings;
 use http::HeaderName;
@@ -58,11 +57,7 @@ pub fn prepare(req: &mut RequestHeader, ctx: &Ctx, route: &Route) -> Result<()> 
         let withheld: Vec<HeaderName> = req
             .headers
             .keys()
-            .filter(|name| match ctx.rt.strip.fate(name) {
-                Fate::NeverForwarded => true,
-                Fate::ForwardedIfTrusted => !trusted,
-                Fate::Keep | Fate::Strip => false,
-            })
+            .filter(|name| ctx.rt.strip.fate(name).withheld(trusted))
             .cloned()
             .collect();
         for name in &withheld {

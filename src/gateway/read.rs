@@ -127,16 +127,12 @@ pub(super) fn scan(req: &RequestHeader, ctx: &mut Ctx) -> (Shape, Vec<HeaderName
     let mut fields = Fields::default();
     for (name, value) in &req.headers {
         shape.add(name, value);
-        match ctx.rt.strip.fate(name) {
-            Fate::Keep => fields.take(name, value),
+        let fate = ctx.rt.strip.fate(name);
+        ctx.withheld |= fate.withheld(ctx.peer_trusted);
+        match fate {
+            Fate::Keep | Fate::ForwardedIfTrusted => fields.take(name, value),
             Fate::Strip => doomed.push(name.clone()),
-            Fate::NeverForwarded => ctx.withheld = true,
-            Fate::ForwardedIfTrusted => {
-                if !ctx.peer_trusted {
-                    ctx.withheld = true;
-                }
-                fields.take(name, value);
-            }
+            Fate::NeverForwarded => {}
         }
     }
     (shape, doomed, fields)

@@ -91,6 +91,14 @@ impl std::fmt::Debug for SessionCache {
     }
 }
 
+/// Entries in a map split into locked shards (this cache's and the opened cookies').
+pub(super) fn entries<K, V, S>(shards: &[RwLock<HashMap<K, V, S>>]) -> usize {
+    shards
+        .iter()
+        .map(|s| s.read().unwrap_or_else(PoisonError::into_inner).len())
+        .sum()
+}
+
 impl SessionCache {
     /// A cache of at most `capacity` sessions, each trusted for `ttl` after the store confirmed
     /// it. `settings` are the store's, for expiry and idle-clock checks.
@@ -253,10 +261,7 @@ impl SessionCache {
 
     /// Sessions cached now (fallback entries included).
     pub fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.read().unwrap_or_else(PoisonError::into_inner).len())
-            .sum()
+        entries(&self.shards)
     }
 
     /// Whether nothing is cached.

@@ -15,6 +15,7 @@ pub mod opened;
 pub mod record;
 pub mod redis;
 mod redis_conn;
+mod rendered;
 pub mod store;
 
 pub use cache::SessionCache;

@@ -110,10 +110,7 @@ impl OpenedCookies {
 
     /// How many values are kept.
     pub fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.read().unwrap_or_else(PoisonError::into_inner).len())
-            .sum()
+        super::cache::entries(&self.shards)
     }
 
     /// Whether no value is kept.
@@ -206,6 +203,19 @@ mod tests {
         let under_new = OpenedCookies::new(100);
         assert_eq!(under_new.decode(&value, &new, 10), None);
         assert!(under_new.is_empty());
+    }
+
+    /// A kept value is answered from the cache, not opened again: even keys that cannot
+    /// open it get what it said. (This is why a cache never serves another configuration.)
+    #[test]
+    fn a_kept_value_is_not_opened_again() {
+        let keys = keys(7);
+        let opened = OpenedCookies::new(100);
+        let (cookie, value) = sealed(&keys, 1_000);
+        assert_eq!(opened.decode(&value, &keys, 10), Some(cookie));
+        let other = self::keys(8);
+        assert_eq!(SessionCookie::decode(&value, &other, 10), None);
+        assert_eq!(opened.decode(&value, &other, 10), Some(cookie));
     }
 
     /// The cache never holds more than its capacity: a full shard is emptied.

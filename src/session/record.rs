@@ -13,6 +13,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::hash::{Hash, Hasher};
 
+pub use super::rendered::{HeaderList, RenderedHeaders};
+
 /// First byte of a record's plaintext, so the layout can change without misreading old records.
 const FORMAT: u8 = 1;
 
@@ -155,95 +157,6 @@ pub struct SessionRecord {
     /// The identity headers rendered for this session, kept with it (not stored).
     #[serde(skip)]
     pub rendered: RenderedHeaders,
-}
-
-/// Identity headers rendered for one session under one set of templates: rendering them
-/// allocates, and a session answers many requests. Part of no record's value: two records
-/// compare equal whatever each has rendered.
-#[derive(Clone, Default)]
-pub struct RenderedHeaders(std::sync::OnceLock<Rendered>);
-
-/// The identity headers under one generation of templates, and what is made of them.
-#[derive(Clone)]
-struct Rendered {
-    generation: u64,
-    headers: HeaderList,
-    /// The head of the session's forward-auth answers, built on its first check.
-    head: std::sync::OnceLock<http::HeaderMap>,
-}
-
-/// Header names and values, shared.
-pub type HeaderList = std::sync::Arc<[(crate::headers::FieldName, http::HeaderValue)]>;
-
-/// Renders a session's identity headers.
-type Render<'a> = &'a mut dyn FnMut() -> Vec<(crate::headers::FieldName, http::HeaderValue)>;
-
-impl RenderedHeaders {
-    /// The headers rendered under the templates of `generation`, rendering them with `render`
-    /// the first time. Kept for the first generation asked for; another one renders afresh
-    /// (the record is replaced from the store within `cache_ttl` anyway).
-    pub fn get_or_render(
-        &self,
-        generation: u64,
-        mut render: impl FnMut() -> Vec<(crate::headers::FieldName, http::HeaderValue)>,
-    ) -> HeaderList {
-        std::sync::Arc::clone(&self.kept(generation, &mut render).headers)
-    }
-
-    /// A header map that `build` makes of the headers of `generation`, built once per
-    /// session: a forward-auth answer's head, copied on every check instead of a hashed
-    /// insert per header. Kept like the headers themselves.
-    pub fn head_or_build(
-        &self,
-        generation: u64,
-        mut render: impl FnMut() -> Vec<(crate::headers::FieldName, http::HeaderValue)>,
-        build: impl FnOnce(&HeaderList) -> http::HeaderMap,
-    ) -> http::HeaderMap {
-        let rendered = self.kept(generation, &mut render);
-        if let Some(head) = rendered.head.get() {
-            return head.clone();
-        }
-        let head = build(&rendered.headers);
-        // Another check may have built it meanwhile: theirs or ours, both are the same.
-        let _ = rendered.head.set(head.clone());
-        head
-    }
-
-    /// What is kept for `generation`, rendered now if nothing is kept yet; rendered afresh,
-    /// and not kept, for another generation.
-    fn kept(&self, generation: u64, render: Render<'_>) -> std::borrow::Cow<'_, Rendered> {
-        let kept = self.0.get_or_init(|| Rendered::new(generation, render()));
-        if kept.generation == generation {
-            std::borrow::Cow::Borrowed(kept)
-        } else {
-            std::borrow::Cow::Owned(Rendered::new(generation, render()))
-        }
-    }
-}
-
-impl Rendered {
-    fn new(
-        generation: u64,
-        headers: Vec<(crate::headers::FieldName, http::HeaderValue)>,
-    ) -> Rendered {
-        Rendered {
-            generation,
-            headers: headers.into(),
-            head: std::sync::OnceLock::new(),
-        }
-    }
-}
-
-impl PartialEq for RenderedHeaders {
-    fn eq(&self, _: &Self) -> bool {
-        true
-    }
-}
-
-impl fmt::Debug for RenderedHeaders {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("RenderedHeaders")
-    }
 }
 
 fn nil_sid() -> SessionId {
@@ -611,46 +524,5 @@ pub(crate) mod tests {
         }
         assert!(shown.contains(crate::secret::REDACTED));
         assert!(!shown.contains(&r.sid.to_text()));
-    }
-
-    /// The identity headers are rendered once per session and generation, and the check
-    /// answer's head built once from them; another generation renders afresh, and keeps
-    /// nothing of its own.
-    #[test]
-    fn rendered_headers_and_their_head_are_built_once_per_generation() {
-        use crate::headers::FieldName;
-        use std::cell::Cell;
-        let rendered = RenderedHeaders::default();
-        let renders = Cell::new(0);
-        let builds = Cell::new(0);
-        let render = |value: &'static str| {
-            renders.set(renders.get() + 1);
-            vec![(
-                FieldName::new(http::HeaderName::from_static("x-user")),
-                http::HeaderValue::from_static(value),
-            )]
-        };
-        let build = |headers: &HeaderList| {
-            builds.set(builds.get() + 1);
-            let mut map = http::HeaderMap::new();
-            for (n, v) in headers.iter() {
-                map.insert(n.name.clone(), v.clone());
-            }
-            map
-        };
-        let head = |generation, value| {
-            rendered.head_or_build(generation, || render(value), build)["x-user"].clone()
-        };
-        assert_eq!(head(1, "alice"), "alice");
-        assert_eq!(head(1, "ignored: kept"), "alice");
-        assert_eq!(
-            rendered.get_or_render(1, || render("ignored"))[0].1,
-            "alice"
-        );
-        assert_eq!((renders.get(), builds.get()), (1, 1));
-        assert_eq!(head(2, "bob"), "bob", "another generation renders afresh");
-        assert_eq!(head(2, "carol"), "carol", "and keeps nothing of its own");
-        assert_eq!((renders.get(), builds.get()), (3, 3));
-        assert_eq!(head(1, "ignored: kept"), "alice");
     }
 }
