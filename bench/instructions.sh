@@ -382,9 +382,11 @@ done
 # Rows are separated by spaces, or by newlines when there is one (then labels may hold spaces).
 EXTRA_SEP=' '
 [[ $EXTRA == *$'\n'* ]] && EXTRA_SEP=$'\n'
-IFS=$EXTRA_SEP read -r -d '' -a EXTRA_ROWS <<<"$EXTRA" || true
+# (Read without the newline a here-string would add: with no rows, no row at all.)
+EXTRA_ROWS=()
+IFS=$EXTRA_SEP read -r -d '' -a EXTRA_ROWS < <(printf '%s' "$EXTRA") || true
 for extra in "${EXTRA_ROWS[@]}"; do
-    [[ -n $extra ]] || continue
+    [[ -n ${extra//[[:space:]]/} ]] || continue
     IFS='|' read -r key label file <<<"$extra"
     want "$key" || continue
     free_port

@@ -2,6 +2,8 @@
 //! form, and the normalised form is what the upstream receives, so the proxy and the app can
 //! never disagree about which resource was asked for.
 
+use std::borrow::Cow;
+
 /// Why a path was refused (always answered with 400).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PathError {
@@ -85,14 +87,20 @@ fn is_plain(bytes: &[u8]) -> bool {
 /// slashes collapse, `.` and `..` segments are resolved. A path whose meaning is ambiguous is
 /// an error. When `raw` is already normal, no allocation beyond the returned copy happens.
 pub fn normalize(raw: &str) -> Result<String, PathError> {
+    normalized(raw).map(Cow::into_owned)
+}
+
+/// [`normalize`], borrowing `raw` when it is already normal (most paths): for a caller that
+/// only reads the result, no copy at all.
+pub fn normalized(raw: &str) -> Result<Cow<'_, str>, PathError> {
     let bytes = raw.as_bytes();
     if bytes.first() != Some(&b'/') {
         return Err(PathError::NotAbsolute);
     }
     if is_plain(bytes) {
-        return Ok(raw.to_owned());
+        return Ok(Cow::Borrowed(raw));
     }
-    normalize_full(raw)
+    normalize_full(raw).map(Cow::Owned)
 }
 
 /// The whole algorithm, for paths the fast check could not vouch for.

@@ -26,14 +26,38 @@ pub(super) fn envoy_target(target: &Target<'_>) -> Option<String> {
     Some(original)
 }
 
+/// What answering a forward-auth check needs of the check request itself (the request that
+/// is decided on is the original one it describes).
+#[derive(Debug, Clone)]
+pub(super) struct CheckRequest {
+    /// Whether the check reached us over TLS (as a trusted front proxy says).
+    pub tls: bool,
+    /// The client the front proxy asks for (from its `X-Forwarded-For`, when trusted).
+    pub client_ip: Option<std::net::IpAddr>,
+    /// Whether the client asked for HTML: refusals are pages or JSON.
+    pub wants_html: bool,
+    /// The check's own query (`?mode=nginx`).
+    pub query: Option<String>,
+    /// Envoy's original request, when Envoy asks.
+    pub envoy: Option<EnvoyOriginal>,
+}
+
+/// The original request of an Envoy check: the target appended to the check's path, and the
+/// check's own `Host`, which Envoy keeps.
+#[derive(Debug, Clone)]
+pub(super) struct EnvoyOriginal {
+    pub target: String,
+    pub authority: String,
+}
+
 /// Which front proxy asks, by the way it asks: Envoy by its path, nginx `auth_request` by
 /// `X-Original-URL` (or `?mode=nginx`), anything else speaks Traefik's and Caddy's dialect.
-pub(super) fn dialect(described: &Described<'_>, auth_view: &RequestView, envoy: bool) -> Dialect {
-    if envoy {
+pub(super) fn dialect(described: &Described<'_>, check: &CheckRequest) -> Dialect {
+    if check.envoy.is_some() {
         return Dialect::Envoy;
     }
     let nginx = described.original_url.is_some()
-        || auth_view.query.as_deref().is_some_and(|q| {
+        || check.query.as_deref().is_some_and(|q| {
             url::form_urlencoded::parse(q.as_bytes()).any(|(k, v)| k == "mode" && v == "nginx")
         });
     if nginx {
@@ -43,17 +67,15 @@ pub(super) fn dialect(described: &Described<'_>, auth_view: &RequestView, envoy:
     }
 }
 
-/// The original request a forward-auth check describes. `described` is read from the check
-/// request's headers, `auth_view` is the check request itself, `envoy` Envoy's original
-/// target; the headers are believed only because the caller checked that the peer is a
-/// trusted proxy.
+/// The original request a forward-auth check describes. `described` is read from the
+/// check's headers, `method` is the check's own (Envoy keeps the original one); the headers
+/// are believed only because the caller checked that the peer is a trusted proxy.
 pub(super) fn original_request(
     method: &http::Method,
     described: &Described<'_>,
-    auth_view: &RequestView,
-    envoy: Option<&str>,
+    check: &CheckRequest,
 ) -> Result<RequestView, Refusal> {
-    original_parts(method, described, auth_view, envoy).map_err(Refusal::BadOriginal)
+    original_parts(method, described, check).map_err(Refusal::BadOriginal)
 }
 
 /// The headers that describe an original request, read in one pass over the check's headers
@@ -124,24 +146,22 @@ fn text(value: Option<&HeaderValue>) -> Option<&str> {
 fn original_parts(
     method: &http::Method,
     d: &Described<'_>,
-    auth_view: &RequestView,
-    envoy: Option<&str>,
+    check: &CheckRequest,
 ) -> Result<RequestView, &'static str> {
     // A front proxy that appends instead of replacing puts the client's copy first.
     if d.repeated {
         return Err("a header describing the original request appears more than once (the front proxy must replace it, not append)");
     }
-    let (method, scheme, authority, target): (&str, &str, &str, Cow<'_, str>) = if let Some(
-        target,
-    ) = envoy
+    let (method, scheme, authority, target): (&str, &str, &str, Cow<'_, str>) = if let Some(envoy) =
+        &check.envoy
     {
         // Envoy keeps the original method and Host, and appends the original target.
-        let scheme = if auth_view.tls { "https" } else { "http" };
+        let scheme = if check.tls { "https" } else { "http" };
         (
             method.as_str(),
             scheme,
-            &auth_view.authority,
-            Cow::Borrowed(target),
+            &envoy.authority,
+            Cow::Borrowed(&envoy.target),
         )
     } else if text(d.original_url).is_some()
         && (text(d.forwarded_uri).is_some() || text(d.forwarded_method).is_some())
@@ -243,8 +263,8 @@ fn original_parts(
         authority: authority.to_string(),
         path,
         query,
-        client_ip: auth_view.client_ip,
-        wants_html: auth_view.wants_html,
+        client_ip: check.client_ip,
+        wants_html: check.wants_html,
         // `Upgrade` is hop-by-hop and nginx does not pass it to `auth_request`; the
         // handshake's own headers are end-to-end.
         websocket: d
@@ -292,18 +312,13 @@ mod tests {
     use crate::gateway::answer::return_url;
     use http::HeaderName;
 
-    fn auth_view() -> RequestView {
-        RequestView {
-            method: http::Method::GET,
+    fn check() -> CheckRequest {
+        CheckRequest {
             tls: false,
-            host: "auth.internal".into(),
-            forwarded_host: None,
-            authority: "auth.internal:4180".into(),
-            path: "/.portcullis/auth".into(),
-            query: None,
             client_ip: Some("203.0.113.7".parse().unwrap()),
             wants_html: true,
-            websocket: false,
+            query: None,
+            envoy: None,
         }
     }
 
@@ -322,8 +337,7 @@ mod tests {
         original_request(
             &http::Method::GET,
             &Described::read(&headers(pairs)),
-            &auth_view(),
-            None,
+            &check(),
         )
     }
 
@@ -340,7 +354,7 @@ mod tests {
         assert_eq!(v.authority, "App.Example.com:8443");
         assert_eq!(v.path, "/a/b");
         assert_eq!(v.query.as_deref(), Some("x=1"));
-        assert_eq!(v.client_ip, auth_view().client_ip);
+        assert_eq!(v.client_ip, check().client_ip);
         assert!(v.wants_html);
         assert_eq!(return_url(&v), "https://App.Example.com:8443/a/b?x=1");
         let v = read(&[("x-original-url", "http://app.test?q")]).unwrap();
@@ -367,16 +381,12 @@ mod tests {
 
     #[test]
     fn envoy_keeps_method_and_host() {
-        let mut auth = auth_view();
-        auth.authority = "app.test".into();
-        auth.host = "app.test".into();
-        let v = original_request(
-            &http::Method::PUT,
-            &Described::default(),
-            &auth,
-            Some("/p?q"),
-        )
-        .unwrap();
+        let mut envoy = check();
+        envoy.envoy = Some(EnvoyOriginal {
+            target: "/p?q".into(),
+            authority: "app.test".into(),
+        });
+        let v = original_request(&http::Method::PUT, &Described::default(), &envoy).unwrap();
         assert_eq!(v.method, http::Method::PUT);
         assert_eq!((v.host.as_str(), v.path.as_str()), ("app.test", "/p"));
         assert_eq!(return_url(&v), "http://app.test/p?q");
@@ -473,15 +483,20 @@ mod tests {
 
     #[test]
     fn dialects() {
-        let v = auth_view();
+        let v = check();
         let none = Described::default();
-        assert_eq!(dialect(&none, &v, true), Dialect::Envoy);
+        let mut envoy = check();
+        envoy.envoy = Some(EnvoyOriginal {
+            target: "/".into(),
+            authority: "a".into(),
+        });
+        assert_eq!(dialect(&none, &envoy), Dialect::Envoy);
         let nginx = headers(&[("x-original-url", "http://a/")]);
-        assert_eq!(dialect(&Described::read(&nginx), &v, false), Dialect::Nginx);
-        let mut q = auth_view();
+        assert_eq!(dialect(&Described::read(&nginx), &v), Dialect::Nginx);
+        let mut q = check();
         q.query = Some("mode=nginx".into());
-        assert_eq!(dialect(&none, &q, false), Dialect::Nginx);
-        assert_eq!(dialect(&none, &v, false), Dialect::Traefik);
+        assert_eq!(dialect(&none, &q), Dialect::Nginx);
+        assert_eq!(dialect(&none, &v), Dialect::Traefik);
     }
 
     /// A WebSocket handshake's headers mark the original request as one, read on the same

@@ -45,16 +45,16 @@ impl ProxyHttp for Gateway {
             session.req_header_mut().remove_header(&name);
         }
         let wants_html = fields.wants_html();
-        let (view, envoy) = match read::request(session, ctx, &fields, wants_html, &shape) {
-            Ok(read) => read,
+        let view = match read::request(session, ctx, &fields, wants_html, &shape) {
+            Ok(read::Read::Request(view)) => view,
+            Ok(read::Read::Check(check)) => {
+                return forward_auth(session, ctx, &check, &fields).await;
+            }
             Err(refusal) => {
                 let answer = answer::refusal(Front::Proxy, &refusal, wants_html);
                 return answer::write(session, ctx, answer).await;
             }
         };
-        if envoy.is_some() || view.path == "/.portcullis/auth" {
-            return forward_auth(session, ctx, &view, &fields, envoy.as_deref()).await;
-        }
         if let Some(endpoint) = view.path.strip_prefix("/.portcullis/") {
             // Boxed: the login endpoints' futures (a code exchange with the IdP among them)
             // are large, and kept inline they would enlarge every request's future, which
@@ -260,13 +260,12 @@ impl ProxyHttp for Gateway {
 async fn forward_auth(
     session: &mut Session,
     ctx: &mut Ctx,
-    auth_view: &RequestView,
+    check: &original::CheckRequest,
     fields: &read::Fields,
-    envoy: Option<&str>,
 ) -> Result<bool> {
     let req = session.req_header();
     let described = original::Described::read(&req.headers);
-    let front = Front::ForwardAuth(original::dialect(&described, auth_view, envoy.is_some()));
+    let front = Front::ForwardAuth(original::dialect(&described, check));
     if !ctx.peer_trusted {
         telemetry::audit(
             "access_denied",
@@ -276,13 +275,13 @@ async fn forward_auth(
                 "reason": "forward-auth request from a peer not in server.trusted_proxies",
             }),
         );
-        let answer = answer::refusal(front, &Refusal::UntrustedPeer, auth_view.wants_html);
+        let answer = answer::refusal(front, &Refusal::UntrustedPeer, check.wants_html);
         return answer::write(session, ctx, answer).await;
     }
-    let original = match original::original_request(&req.method, &described, auth_view, envoy) {
+    let original = match original::original_request(&req.method, &described, check) {
         Ok(read) => read,
         Err(refusal) => {
-            let answer = answer::refusal(front, &refusal, auth_view.wants_html);
+            let answer = answer::refusal(front, &refusal, check.wants_html);
             return answer::write(session, ctx, answer).await;
         }
     };

@@ -5,6 +5,7 @@
 //! upstream will receive to what was read.
 
 use super::forwarded;
+use super::original::{self, CheckRequest};
 use super::Ctx;
 use crate::decision::Presented;
 use crate::headers::Fate;
@@ -147,17 +148,29 @@ pub(super) fn wants_html(req: &RequestHeader) -> bool {
     )
 }
 
-/// Reads the proxied request: its shape, target and host. Pins what the upstream will
-/// receive to what was read: the target becomes the normalised origin-form path that routing
-/// sees, and an absolute-form target's authority becomes the `Host`. Returns the view and, for
-/// Envoy checks, the original target.
+/// What [`request`] read: a request for an app or for Portcullis' own endpoints, or a
+/// forward-auth check, which describes another request in its headers.
+pub(super) enum Read {
+    Request(RequestView),
+    Check(CheckRequest),
+}
+
+/// The path nginx `auth_request`, Traefik and Caddy ask (Envoy asks below it, see
+/// [`original::envoy_target`]).
+const CHECK_PATH: &str = "/.portcullis/auth";
+
+/// Reads the request: its shape, target and host. Pins what the upstream will receive to
+/// what was read: the target becomes the normalised origin-form path that routing sees, and
+/// an absolute-form target's authority becomes the `Host`. A forward-auth check is read for
+/// what answering it needs of it: its host is checked like any other, but kept in no view
+/// (the view that is decided on is the original request's, which the check describes).
 pub(super) fn request(
     session: &mut Session,
     ctx: &mut Ctx,
     fields: &Fields,
     wants_html: bool,
     shape: &Shape,
-) -> Result<(RequestView, Option<String>), Refusal> {
+) -> Result<Read, Refusal> {
     let req = session.req_header();
     let raw_head = || {
         session
@@ -182,26 +195,39 @@ pub(super) fn request(
         None => host_header.cloned(),
     };
     let path = target.normalised_path().map_err(Refusal::Malformed)?;
+    let pin = Pin::new(req, &target, &path).map_err(Refusal::Malformed)?;
+    let envoy = original::envoy_target(&target);
+    let own = || {
+        ctx.host_header
+            .as_ref()
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+    };
+    if envoy.is_some() || path == CHECK_PATH {
+        let check = CheckRequest {
+            tls: ctx.tls,
+            client_ip: ctx.client_ip,
+            wants_html,
+            query: target.query.map(str::to_string),
+            // Envoy keeps the original Host: the check's own is the original's.
+            envoy: envoy.map(|target| original::EnvoyOriginal {
+                target,
+                authority: own().to_string(),
+            }),
+        };
+        pin.apply(session.req_header_mut())
+            .map_err(Refusal::Malformed)?;
+        return Ok(Read::Check(check));
+    }
+    let host = host.to_ascii_lowercase();
+    let path = path.into_owned();
     let query = target.query.map(str::to_string);
-    let envoy = super::original::envoy_target(&target);
     let method = req.method.clone();
-    let absolute_authority = target.authority.map(str::to_string);
+    pin.apply(session.req_header_mut())
+        .map_err(Refusal::Malformed)?;
     let websocket = session.is_upgrade_req();
-    pin_upstream_request(
-        session.req_header_mut(),
-        &path,
-        query.as_deref(),
-        absolute_authority.as_deref(),
-    )
-    .map_err(Refusal::Malformed)?;
-    let own = ctx
-        .host_header
-        .as_ref()
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    // A forward-auth check's own X-Forwarded-Host describes the original request, not this one.
-    let checking = envoy.is_some() || path == "/.portcullis/auth";
-    let (authority, forwarded_host) = if ctx.peer_trusted && !checking {
+    let own = own();
+    let (authority, forwarded_host) = if ctx.peer_trusted {
         let public = public_authority(&fields.forwarded_host, &fields.forwarded_port, own)
             .map_err(Refusal::Malformed)?;
         let named = request::parse_host(&public).map_err(Refusal::Malformed)?;
@@ -210,7 +236,7 @@ pub(super) fn request(
     } else {
         (own.to_string(), None)
     };
-    let view = RequestView {
+    Ok(Read::Request(RequestView {
         method,
         tls: ctx.tls,
         host,
@@ -221,29 +247,28 @@ pub(super) fn request(
         client_ip: ctx.client_ip,
         wants_html,
         websocket,
-    };
-    Ok((view, envoy))
+    }))
 }
 
-/// The host a request is routed on: the target's authority (absolute-form) or `Host`; both
-/// must agree when both are given; one of them is required (even of HTTP/1.0).
-fn routed_host(
-    authority: Option<&str>,
-    host_header: Option<&http::HeaderValue>,
-) -> Result<String, BadRequest> {
+/// The host a request is routed on, as sent: the target's authority (absolute-form) or
+/// `Host`; both must agree when both are given; one of them is required (even of HTTP/1.0).
+fn routed_host<'a>(
+    authority: Option<&'a str>,
+    host_header: Option<&'a http::HeaderValue>,
+) -> Result<&'a str, BadRequest> {
     let host_header = host_header
         .map(|v| v.to_str().map_err(|_| BadRequest::Host))
         .transpose()?;
     match (authority, host_header) {
         (Some(authority), Some(h)) => {
-            let h = request::parse_host(h)?;
-            if request::parse_host(authority)? != h {
+            let h = request::host_name(h)?;
+            if !request::host_name(authority)?.eq_ignore_ascii_case(h) {
                 return Err(BadRequest::HostMismatch);
             }
             Ok(h)
         }
-        (Some(authority), None) => request::parse_host(authority),
-        (None, Some(h)) => request::parse_host(h),
+        (Some(authority), None) => request::host_name(authority),
+        (None, Some(h)) => request::host_name(h),
         (None, None) => Err(BadRequest::NoHost),
     }
 }
@@ -292,44 +317,59 @@ fn public_authority(
     })
 }
 
-/// Makes the request the upstream will receive say exactly what was routed: the target is
-/// `path?query` in origin-form (Pingora would otherwise write the raw bytes it received, which
-/// an app may resolve to another path), and an absolute-form `authority` is the `Host`.
-fn pin_upstream_request(
-    req: &mut RequestHeader,
-    path: &str,
-    query: Option<&str>,
-    authority: Option<&str>,
-) -> Result<(), BadRequest> {
-    let raw = req.raw_path();
-    let same = match query {
-        None => raw == path.as_bytes(),
-        Some(q) => {
-            raw.len() == path.len() + 1 + q.len()
-                && raw.starts_with(path.as_bytes())
-                && raw[path.len()] == b'?'
-                && raw.ends_with(q.as_bytes())
-        }
-    };
-    if !same {
-        let target = match query {
-            Some(q) => format!("{path}?{q}"),
-            None => path.to_string(),
+/// What makes the request the upstream will receive say exactly what was routed: the target
+/// in origin-form `path?query` (Pingora would otherwise write the raw bytes it received, which
+/// an app may resolve to another path), and an absolute-form target's authority as the
+/// `Host`. Worked out while the request is read, applied once reading it is done.
+#[derive(Default)]
+struct Pin {
+    uri: Option<http::Uri>,
+    host: Option<HeaderValue>,
+}
+
+impl Pin {
+    fn new(req: &RequestHeader, target: &Target<'_>, path: &str) -> Result<Pin, BadRequest> {
+        let raw = req.raw_path();
+        let same = match target.query {
+            None => raw == path.as_bytes(),
+            Some(q) => {
+                raw.len() == path.len() + 1 + q.len()
+                    && raw.starts_with(path.as_bytes())
+                    && raw[path.len()] == b'?'
+                    && raw.ends_with(q.as_bytes())
+            }
         };
-        let uri = http::Uri::builder()
-            .path_and_query(target)
-            .build()
-            .map_err(|_| BadRequest::Target)?;
-        req.set_uri(uri);
+        let mut pin = Pin::default();
+        if !same {
+            let target = match target.query {
+                Some(q) => format!("{path}?{q}"),
+                None => path.to_string(),
+            };
+            let uri = http::Uri::builder()
+                .path_and_query(target)
+                .build()
+                .map_err(|_| BadRequest::Target)?;
+            pin.uri = Some(uri);
+        }
+        if let Some(authority) = target.authority {
+            let value = http::HeaderValue::from_str(authority).map_err(|_| BadRequest::Host)?;
+            if req.headers.get(http::header::HOST) != Some(&value) {
+                pin.host = Some(value);
+            }
+        }
+        Ok(pin)
     }
-    if let Some(authority) = authority {
-        let value = http::HeaderValue::from_str(authority).map_err(|_| BadRequest::Host)?;
-        if req.headers.get(http::header::HOST) != Some(&value) {
-            req.insert_header(http::header::HOST, value)
+
+    fn apply(self, req: &mut RequestHeader) -> Result<(), BadRequest> {
+        if let Some(uri) = self.uri {
+            req.set_uri(uri);
+        }
+        if let Some(host) = self.host {
+            req.insert_header(http::header::HOST, host)
                 .map_err(|_| BadRequest::Host)?;
         }
+        Ok(())
     }
-    Ok(())
 }
 
 /// A request header as text, when present and visible ASCII.
@@ -555,9 +595,13 @@ routes:
         let hv = |s: &'static str| http::HeaderValue::from_static(s);
         assert_eq!(
             routed_host(None, Some(&hv("App.Test:8080"))),
-            Ok("app.test".into())
+            Ok("App.Test")
         );
-        assert_eq!(routed_host(Some("app.test"), None), Ok("app.test".into()));
+        assert_eq!(routed_host(Some("app.test"), None), Ok("app.test"));
+        assert_eq!(
+            routed_host(Some("APP.test"), Some(&hv("app.TEST"))),
+            Ok("app.TEST")
+        );
         assert_eq!(
             routed_host(Some("app.test"), Some(&hv("other.test"))),
             Err(BadRequest::HostMismatch)

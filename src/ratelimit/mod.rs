@@ -320,10 +320,11 @@ impl Limiter {
             None => self.local.check(key, &self.params, now),
             Some(shared) => {
                 let p = &self.shared_params;
-                match shared
-                    .check(&subject, &self.spec.name, p.interval, p.capacity, now)
-                    .await
-                {
+                // Boxed: a Redis call's future is kilobytes, and kept inline it would be part
+                // of every request's future (which Pingora copies whole), limiter or not. A
+                // request that goes to Redis can afford an allocation.
+                let asked = shared.check(&subject, &self.spec.name, p.interval, p.capacity, now);
+                match Box::pin(asked).await {
                     Some(o) => {
                         self.local.raise(
                             key,

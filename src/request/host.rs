@@ -5,6 +5,12 @@ use super::BadRequest;
 /// Parses a `Host` value (`name[:port]` or `[v6][:port]`) into its lower-case name without
 /// port or trailing dot. Anything that is not a plausible DNS name or IP literal is refused.
 pub fn parse_host(raw: &str) -> Result<String, BadRequest> {
+    host_name(raw).map(str::to_ascii_lowercase)
+}
+
+/// What [`parse_host`] checks and keeps, as sent (letters in the case they came in): for a
+/// host that is only checked, or compared without regard to case, no copy is made.
+pub fn host_name(raw: &str) -> Result<&str, BadRequest> {
     let raw = trim(raw);
     if raw.is_empty() || raw.len() > 260 {
         return Err(BadRequest::Host);
@@ -15,7 +21,7 @@ pub fn parse_host(raw: &str) -> Result<String, BadRequest> {
             .parse::<std::net::Ipv6Addr>()
             .map_err(|_| BadRequest::Host)?;
         check_port(&rest[end + 1..])?;
-        return Ok(raw[..end + 2].to_ascii_lowercase());
+        return Ok(&raw[..end + 2]);
     }
     // One forward pass (this runs on every request, some twice): every label 1 to 63
     // letters, digits, `-` or `_`, one trailing dot allowed; a `:` ends the name and starts
@@ -46,7 +52,7 @@ pub fn parse_host(raw: &str) -> Result<String, BadRequest> {
     } else {
         name
     };
-    Ok(name.to_ascii_lowercase())
+    Ok(name)
 }
 
 /// What follows a host name: nothing, or `:` and 1 to 5 digits.

@@ -9,7 +9,7 @@ pub mod limits;
 pub mod target;
 
 pub use client_ip::{canonical, TrustedProxies};
-pub use host::parse_host;
+pub use host::{host_name, parse_host};
 pub use limits::{head_names_content_length, Shape, MAX_TARGET_BYTES};
 pub use target::{split_target, BadRequest, Target};
 

@@ -1,6 +1,7 @@
 //! The request target: which forms are served, and how a target is split for routing.
 
 use crate::path::{self, PathError};
+use std::borrow::Cow;
 
 /// A request that cannot be routed at all: always a 400.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,11 +86,11 @@ impl<'a> Target<'a> {
     }
 
     /// The normalised path (`/` for an absolute-form target without one).
-    pub fn normalised_path(&self) -> Result<String, BadRequest> {
+    pub fn normalised_path(&self) -> Result<Cow<'a, str>, BadRequest> {
         if self.path.is_empty() {
-            return Ok("/".to_string());
+            return Ok(Cow::Borrowed("/"));
         }
-        path::normalize(self.path).map_err(BadRequest::Path)
+        path::normalized(self.path).map_err(BadRequest::Path)
     }
 }
 
