@@ -63,20 +63,38 @@ fn hex_upper(b: u8) -> [u8; 2] {
 /// but a final one, and no segment that is `.` or `..` or starts with `..` or `.;`. Such a path
 /// is already normal.
 fn is_plain(bytes: &[u8]) -> bool {
-    let mut prev = b'/';
+    // One table lookup per byte: most bytes are plain, and only `/` and `.` need more.
+    const BAD: u8 = 0;
+    const PLAIN: u8 = 1;
+    const SLASH: u8 = 2;
+    const DOT: u8 = 3;
+    const CLASS: [u8; 256] = {
+        let mut t = [BAD; 256];
+        let mut b = 0x21;
+        while b < 0x7f {
+            t[b] = match b as u8 {
+                b'%' | b'\\' => BAD,
+                b'/' => SLASH,
+                b'.' => DOT,
+                _ => PLAIN,
+            };
+            b += 1;
+        }
+        t
+    };
+    let mut after_slash = true;
     for (i, &b) in bytes.iter().enumerate().skip(1) {
-        let ok = match b {
-            b'%' | b'\\' | 0..=0x20 | 0x7f..=0xff => false,
-            b'/' => prev != b'/',
+        match CLASS[usize::from(b)] {
+            PLAIN => after_slash = false,
+            SLASH if !after_slash => after_slash = true,
             // A segment led by a dot is a name (`.well-known`, `.portcullis`) unless it is
             // `.` or `..`, or hides one behind `;`.
-            b'.' if prev == b'/' => !matches!(bytes.get(i + 1), None | Some(b'/' | b'.' | b';')),
-            _ => true,
-        };
-        if !ok {
-            return false;
+            DOT if !after_slash => {}
+            DOT if !matches!(bytes.get(i + 1), None | Some(b'/' | b'.' | b';')) => {
+                after_slash = false;
+            }
+            _ => return false,
         }
-        prev = b;
     }
     true
 }
@@ -465,6 +483,38 @@ mod tests {
                 assert_eq!(normalize_full(p), Ok(p.to_string()), "{p:?}");
             }
         }
+        // Against the first, one-match-per-byte version, on every string of up to five pieces.
+        fn reference(bytes: &[u8]) -> bool {
+            let mut prev = b'/';
+            for (i, &b) in bytes.iter().enumerate().skip(1) {
+                let ok = match b {
+                    b'%' | b'\\' | 0..=0x20 | 0x7f..=0xff => false,
+                    b'/' => prev != b'/',
+                    b'.' if prev == b'/' => {
+                        !matches!(bytes.get(i + 1), None | Some(b'/' | b'.' | b';'))
+                    }
+                    _ => true,
+                };
+                if !ok {
+                    return false;
+                }
+                prev = b;
+            }
+            true
+        }
+        let pieces = [
+            "", "/", "a", ".", "..", ";", "%", "%41", "\\", " ", "\u{7f}", "é", "-",
+        ];
+        let mut plain = 0;
+        for p in crate::test_inputs::concatenations(&pieces, 5) {
+            let p = format!("/{p}");
+            assert_eq!(is_plain(p.as_bytes()), reference(p.as_bytes()), "{p:?}");
+            if is_plain(p.as_bytes()) {
+                assert_eq!(normalize_full(&p), Ok(p.clone()), "{p:?}");
+                plain += 1;
+            }
+        }
+        assert!(plain > 5_000, "{plain}");
         assert!(is_plain(b"/a/b/"));
         assert!(is_plain(b"/a/.hidden"));
         assert!(is_plain(b"/.portcullis/auth"));

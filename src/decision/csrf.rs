@@ -66,9 +66,9 @@ mod tests {
         RequestView {
             method,
             tls,
-            host: crate::request::parse_host(authority).unwrap(),
+            host: crate::request::parse_host(authority).unwrap().into(),
             forwarded_host: None,
-            authority: authority.to_string(),
+            authority: authority.into(),
             path: "/".into(),
             query: None,
             client_ip: None,

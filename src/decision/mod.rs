@@ -568,8 +568,8 @@ fn denied(route: &Route, view: &RequestView, who: Option<&SessionRecord>, reason
             "client_ip": view.client_ip.map(|ip| ip.to_string()),
             "route": &*route.name,
             "method": view.method.as_str(),
-            "host": view.host,
-            "path": view.path,
+            "host": view.host.as_str(),
+            "path": view.path.as_str(),
             "reason": reason,
         }),
     );

@@ -6,9 +6,9 @@ fn view(method: http::Method, tls: bool, authority: &str) -> RequestView {
     RequestView {
         method,
         tls,
-        host: crate::request::parse_host(authority).unwrap(),
+        host: crate::request::parse_host(authority).unwrap().into(),
         forwarded_host: None,
-        authority: authority.to_string(),
+        authority: authority.into(),
         path: "/".into(),
         query: None,
         client_ip: None,

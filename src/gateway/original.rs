@@ -152,6 +152,7 @@ fn original_parts(
     if d.repeated {
         return Err("a header describing the original request appears more than once (the front proxy must replace it, not append)");
     }
+    let original_url = text(d.original_url);
     let (method, scheme, authority, target): (&str, &str, &str, Cow<'_, str>) = if let Some(envoy) =
         &check.envoy
     {
@@ -163,14 +164,14 @@ fn original_parts(
             &envoy.authority,
             Cow::Borrowed(&envoy.target),
         )
-    } else if text(d.original_url).is_some()
+    } else if original_url.is_some()
         && (text(d.forwarded_uri).is_some() || text(d.forwarded_method).is_some())
     {
         // A front proxy sends one description of the original request. Two mean a client
         // added one of them (nginx and Traefik pass client headers through): believing
         // either would let it choose the URL that is checked.
         return Err("both X-Original-URL and X-Forwarded-Uri/-Method: a front proxy sends only one (strip the other from client requests)");
-    } else if let Some(original_url) = text(d.original_url) {
+    } else if let Some(original_url) = original_url {
         // Split by hand, not with a URL parser: the raw target as sent is what
         // normalisation below must see (a parser re-encodes it), and this runs on every
         // check.
@@ -242,7 +243,7 @@ fn original_parts(
     if authority.bytes().any(|b| matches!(b, b'/' | b'@' | b'\\')) {
         return Err("invalid original host");
     }
-    let host = request::parse_host(authority).map_err(|_| "invalid original host")?;
+    let host = request::host_name(authority).map_err(|_| "invalid original host")?;
     if target.len() > request::MAX_TARGET_BYTES {
         return Err("original request target too long");
     }
@@ -258,10 +259,10 @@ fn original_parts(
     let view = RequestView {
         method,
         tls: scheme == "https",
-        host,
+        host: request::lower_case(host),
         forwarded_host: None,
-        authority: authority.to_string(),
-        path,
+        authority: authority.into(),
+        path: path.into(),
         query,
         client_ip: check.client_ip,
         wants_html: check.wants_html,

@@ -14,6 +14,7 @@ use crate::upstream::Upstream;
 use async_trait::async_trait;
 use http::StatusCode;
 use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::modules::http::HttpModules;
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
@@ -25,6 +26,12 @@ impl ProxyHttp for Gateway {
     /// Boxed: Pingora keeps the context inside each request's future, which it moves into
     /// the heap whole (a copy of its size, twice per request); a box is one pointer there.
     type CTX = Box<Ctx>;
+
+    /// Runs once, before the server starts: no per-request modules. Pingora's default adds a
+    /// response compression module, disabled, that still runs on every request (an
+    /// allocation and a filter call for each head and body); Portcullis compresses nothing,
+    /// and answers and proxied responses go out as before.
+    fn init_downstream_modules(&self, _modules: &mut HttpModules) {}
 
     /// Runs when a request's head has been read: the request keeps the configuration current
     /// now for its whole life, even if a reload happens meanwhile.

@@ -10,7 +10,7 @@ use super::Ctx;
 use crate::decision::Presented;
 use crate::headers::Fate;
 use crate::refusal::Refusal;
-use crate::request::{self, BadRequest, RequestView, Shape, Target};
+use crate::request::{self, BadRequest, RequestView, Shape, Target, Text};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use pingora::http::RequestHeader;
 use pingora::proxy::Session;
@@ -219,8 +219,8 @@ pub(super) fn request(
             .map_err(Refusal::Malformed)?;
         return Ok(Read::Check(check));
     }
-    let host = host.to_ascii_lowercase();
-    let path = path.into_owned();
+    let host = request::lower_case(host);
+    let path = Text::from(path);
     let query = target.query.map(str::to_string);
     let method = req.method.clone();
     pin.apply(session.req_header_mut())
@@ -230,11 +230,12 @@ pub(super) fn request(
     let (authority, forwarded_host) = if ctx.peer_trusted {
         let public = public_authority(&fields.forwarded_host, &fields.forwarded_port, own)
             .map_err(Refusal::Malformed)?;
-        let named = request::parse_host(&public).map_err(Refusal::Malformed)?;
-        let other = (named != host && !own.is_empty()).then_some(named);
+        let named = request::host_name(&public).map_err(Refusal::Malformed)?;
+        let other = (!named.eq_ignore_ascii_case(&host) && !own.is_empty())
+            .then(|| request::lower_case(named));
         (public, other)
     } else {
-        (own.to_string(), None)
+        (Text::from(own), None)
     };
     Ok(Read::Request(RequestView {
         method,
@@ -282,7 +283,7 @@ fn public_authority(
     forwarded_host: &Option<HeaderValue>,
     forwarded_port: &Option<HeaderValue>,
     own: &str,
-) -> Result<String, BadRequest> {
+) -> Result<Text, BadRequest> {
     fn first(value: &Option<HeaderValue>) -> Option<&str> {
         value
             .as_ref()
@@ -312,8 +313,8 @@ fn public_authority(
         .map_or(host, |(_, after)| after)
         .contains(':');
     Ok(match port {
-        Some(p) if !has_port && !host.is_empty() => format!("{host}:{p}"),
-        _ => host.to_string(),
+        Some(p) if !has_port && !host.is_empty() => compact_str::format_compact!("{host}:{p}"),
+        _ => Text::from(host),
     })
 }
 

@@ -8,6 +8,13 @@ pub fn parse_host(raw: &str) -> Result<String, BadRequest> {
     host_name(raw).map(str::to_ascii_lowercase)
 }
 
+/// `name` in lower case, held inline when short (see [`super::Text`]).
+pub fn lower_case(name: &str) -> super::Text {
+    let mut text = super::Text::new(name);
+    text.make_ascii_lowercase();
+    text
+}
+
 /// What [`parse_host`] checks and keeps, as sent (letters in the case they came in): for a
 /// host that is only checked, or compared without regard to case, no copy is made.
 pub fn host_name(raw: &str) -> Result<&str, BadRequest> {
@@ -26,14 +33,33 @@ pub fn host_name(raw: &str) -> Result<&str, BadRequest> {
     // One forward pass (this runs on every request, some twice): every label 1 to 63
     // letters, digits, `-` or `_`, one trailing dot allowed; a `:` ends the name and starts
     // the port. A name never holds `:`, so the first one is the last one a valid host has.
+    // One table lookup per byte.
+    const BAD: u8 = 0;
+    const NAME: u8 = 1;
+    const DOT: u8 = 2;
+    const COLON: u8 = 3;
+    const CLASS: [u8; 256] = {
+        let mut t = [BAD; 256];
+        let mut b = 0;
+        while b < 256 {
+            t[b] = match b as u8 {
+                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' => NAME,
+                b'.' => DOT,
+                b':' => COLON,
+                _ => BAD,
+            };
+            b += 1;
+        }
+        t
+    };
     let bytes = raw.as_bytes();
     let mut label = 0usize;
     let mut end = bytes.len();
     for (i, &b) in bytes.iter().enumerate() {
-        match b {
-            b'.' if label > 0 => label = 0,
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' if label < 63 => label += 1,
-            b':' => {
+        match CLASS[usize::from(b)] {
+            NAME if label < 63 => label += 1,
+            DOT if label > 0 => label = 0,
+            COLON => {
                 end = i;
                 break;
             }

@@ -9,11 +9,15 @@ pub mod limits;
 pub mod target;
 
 pub use client_ip::{canonical, TrustedProxies};
-pub use host::{host_name, parse_host};
+pub use host::{host_name, lower_case, parse_host};
 pub use limits::{head_names_content_length, Shape, MAX_TARGET_BYTES};
 pub use target::{split_target, BadRequest, Target};
 
 use std::net::IpAddr;
+
+/// The text a view holds: up to 24 bytes inline (most hosts, authorities and paths), longer
+/// on the heap. Reads as a `str`; reading a request allocates nothing for what fits.
+pub type Text = compact_str::CompactString;
 
 /// What the engine knows about a request: nothing here borrows from Pingora.
 #[derive(Clone)]
@@ -22,16 +26,16 @@ pub struct RequestView {
     /// `https` when the client reached us over TLS (or a trusted proxy said so).
     pub tls: bool,
     /// Lower-case, without port or trailing dot; empty when the request named no host.
-    pub host: String,
+    pub host: Text,
     /// Another host a trusted front proxy named in `X-Forwarded-Host` (lower-case, no port),
     /// when it differs from `host`: the app may go by either, so the request must pass the
     /// routes of both.
-    pub forwarded_host: Option<String>,
+    pub forwarded_host: Option<Text>,
     /// `host[:port]` as the client addressed it: through a trusted front proxy, as it says
     /// (the origin check and return URLs need the port).
-    pub authority: String,
+    pub authority: Text,
     /// The normalised path (see [`crate::path::normalize`]).
-    pub path: String,
+    pub path: Text,
     pub query: Option<String>,
     pub client_ip: Option<IpAddr>,
     /// Whether the client asked for HTML (browsers), which chooses page vs JSON answers.
