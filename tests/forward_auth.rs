@@ -320,6 +320,41 @@ async fn a_session_is_allowed_with_identity_headers_and_policies_apply() {
     assert_eq!(r.status, 200);
 }
 
+/// A logged-in user's check answer is built once per session and copied for each check; the
+/// `Date` and `Connection` it carries are Pingora's, set as each answer is written: the date
+/// of that moment, not of the first check, and `keep-alive` on a kept connection.
+#[tokio::test]
+async fn a_sessions_check_answer_carries_the_current_date_and_connection() {
+    let w = world("127.0.0.1/32");
+    w.pc.ready().await;
+    let alice = session_of(&w, "alice").await;
+    let first = check(&w, "GET", "app.test", "/x", &[("cookie", &alice)]).await;
+    assert_eq!(first.status, 200, "{}", first.text());
+    assert_eq!(first.header_all("date").len(), 1);
+    assert_eq!(first.header_all("connection"), vec!["close"]);
+    // HTTP dates count whole seconds.
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let later = check(&w, "GET", "app.test", "/x", &[("cookie", &alice)]).await;
+    assert_eq!(later.status, 200);
+    assert_eq!(later.header_all("x-auth-request-user"), vec!["alice"]);
+    assert_eq!(later.header_all("date").len(), 1);
+    assert_ne!(later.header("date"), first.header("date"));
+
+    let request = format!(
+        "GET /.portcullis/auth HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Original-URL: http://app.test/x\r\n\
+         Cookie: {alice}\r\n\r\n"
+    );
+    let answers = support::raw_keepalive(w.port(), &[request.as_bytes(), request.as_bytes()])
+        .await
+        .expect("two checks on one kept connection");
+    for r in &answers {
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header_all("connection"), vec!["keep-alive"]);
+        assert_eq!(r.header_all("date").len(), 1);
+        assert_eq!(r.header_all("x-auth-request-user"), vec!["alice"]);
+    }
+}
+
 #[tokio::test]
 async fn path_and_host_tricks_in_forwarded_headers_do_not_bypass_login() {
     let w = world("127.0.0.1/32");

@@ -244,6 +244,12 @@ pub(super) fn add_security(
 /// The head of an allowed forward-auth check: `Content-Length: 0`, the identity headers and
 /// `Cache-Control: no-store`. The front proxy reads this answer, no browser does: page
 /// security headers would only be bytes to write on every check.
+///
+/// It also holds `Date` and `Connection`, which Pingora sets on every answer head it writes
+/// (HTTP/1: both, always; HTTP/2: `Date`, and `Connection` removed): here they are
+/// replaced in place, and the copy of this head made for each check (whose room is exactly
+/// its entries) need not grow for them. `forward_auth.rs` checks that the `Date` a check
+/// gets is the current one, not this one.
 fn check_head<'a>(
     identity: impl ExactSizeIterator<Item = (&'a http::HeaderName, http::HeaderValue)>,
 ) -> http::HeaderMap {
@@ -259,6 +265,14 @@ fn check_head<'a>(
     head.insert(
         http::header::CACHE_CONTROL,
         http::HeaderValue::from_static("no-store"),
+    );
+    head.insert(
+        http::header::DATE,
+        pingora::protocols::http::date::get_cached_date(),
+    );
+    head.insert(
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("close"),
     );
     head
 }

@@ -251,7 +251,7 @@ fn original_parts(
         // nginx routes on the part before `#`; an app may resolve the whole.
         return Err("the original request target must not carry a fragment (#)");
     }
-    let raw_path = target.split_once('?').map_or(&*target, |(path, _)| path);
+    let raw_path = request::split_query(&target).0;
     if resolves_differently(raw_path) {
         return Err("the original path has dot segments, encoded dots or empty segments: the app could resolve it differently than Portcullis");
     }

@@ -39,7 +39,7 @@ impl TrustedProxies {
                     left
                 }
             };
-            let Ok(ip) = entry.trim().parse::<IpAddr>().map(canonical) else {
+            let Some(ip) = address(entry).map(canonical) else {
                 // A malformed hop breaks the chain of trust before an untrusted address was
                 // found: the client is unknown (policies on networks then fail closed), not
                 // the proxy that forwarded the garbage.
@@ -54,6 +54,43 @@ impl TrustedProxies {
     }
 }
 
+/// An `X-Forwarded-For` entry as an address. A dotted quad, the usual entry, is read by hand
+/// (the standard parser tries one form after another); anything else goes to the standard
+/// parser. Both read every input alike (see the test).
+fn address(entry: &str) -> Option<IpAddr> {
+    match dotted_quad(entry.trim_ascii().as_bytes()) {
+        Some(v4) => Some(IpAddr::V4(v4)),
+        None => entry.trim().parse().ok(),
+    }
+}
+
+/// `a.b.c.d`, each 0 to 255 in one to three digits without a leading zero (as the standard
+/// parser reads them); `None` for anything else.
+fn dotted_quad(bytes: &[u8]) -> Option<std::net::Ipv4Addr> {
+    let mut octets = [0u8; 4];
+    let mut i = 0;
+    for (n, octet) in octets.iter_mut().enumerate() {
+        if n > 0 {
+            if bytes.get(i) != Some(&b'.') {
+                return None;
+            }
+            i += 1;
+        }
+        let start = i;
+        let mut value = 0u32;
+        while i - start < 3 && i < bytes.len() && bytes[i].is_ascii_digit() {
+            value = value * 10 + u32::from(bytes[i] - b'0');
+            i += 1;
+        }
+        let digits = i - start;
+        if digits == 0 || value > 255 || (digits > 1 && bytes[start] == b'0') {
+            return None;
+        }
+        *octet = value as u8;
+    }
+    (i == bytes.len()).then(|| std::net::Ipv4Addr::from(octets))
+}
+
 /// IPv4-mapped IPv6 addresses are treated as the IPv4 address they carry.
 pub fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
@@ -65,6 +102,29 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The hand-read dotted quad against the standard parser, on every string of up to five
+    /// pieces that matter to it.
+    #[test]
+    fn entries_read_as_the_standard_parser_reads_them() {
+        let pieces = [
+            "", "0", "1", "25", "255", "256", "01", "1234", ".", "1.", "0.", "255.", "00.", ":",
+            "a", " ", "\u{a0}",
+        ];
+        let mut quads = 0;
+        for entry in crate::test_inputs::concatenations(&pieces, 5)
+            .into_iter()
+            .chain([
+                "1.2.3.4".into(),
+                " 10.0.0.1\t".into(),
+                "::ffff:1.2.3.4".into(),
+            ])
+        {
+            assert_eq!(address(&entry), entry.trim().parse().ok(), "{entry:?}");
+            quads += usize::from(dotted_quad(entry.trim_ascii().as_bytes()).is_some());
+        }
+        assert!(quads > 100, "{quads}");
+    }
 
     #[test]
     fn client_ip_trusts_only_configured_proxies() {
