@@ -214,7 +214,8 @@ fn normalize_full(raw: &str) -> Result<String, PathError> {
 /// meet `/admin`'s rules. Segments that were only parameters disappear. Allocates only when
 /// there is a `;`.
 pub fn without_params(path: &str) -> std::borrow::Cow<'_, str> {
-    if !path.contains(';') {
+    // By bytes: a `char` pattern's searcher costs more than most paths are long.
+    if !path.as_bytes().contains(&b';') {
         return std::borrow::Cow::Borrowed(path);
     }
     let mut out = String::with_capacity(path.len());
