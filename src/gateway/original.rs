@@ -251,11 +251,11 @@ fn original_parts(
         // nginx routes on the part before `#`; an app may resolve the whole.
         return Err("the original request target must not carry a fragment (#)");
     }
-    let raw_path = request::split_query(&target).0;
+    let (raw_path, query) = request::split_query(&target);
     if resolves_differently(raw_path) {
         return Err("the original path has dot segments, encoded dots or empty segments: the app could resolve it differently than Portcullis");
     }
-    let (path, query) = request::split_target(&target).map_err(|e| e.reason())?;
+    let path = crate::path::normalized(raw_path).map_err(|e| e.reason())?;
     let view = RequestView {
         method,
         tls: scheme == "https",
@@ -263,7 +263,7 @@ fn original_parts(
         forwarded_host: None,
         authority: authority.into(),
         path: path.into(),
-        query,
+        query: query.map(str::to_string),
         client_ip: check.client_ip,
         wants_html: check.wants_html,
         // `Upgrade` is hop-by-hop and nginx does not pass it to `auth_request`; the

@@ -294,7 +294,7 @@ fn public_authority(
     }
     let host = match first(forwarded_host) {
         Some(h) => {
-            request::parse_host(h)?;
+            request::host_name(h)?;
             h
         }
         None => own,

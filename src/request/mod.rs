@@ -11,7 +11,7 @@ pub mod target;
 pub use client_ip::{canonical, TrustedProxies};
 pub use host::{host_name, lower_case, parse_host};
 pub use limits::{head_names_content_length, Shape, MAX_TARGET_BYTES};
-pub use target::{split_query, split_target, BadRequest, Target};
+pub use target::{split_query, BadRequest, Target};
 
 use std::net::IpAddr;
 

@@ -99,14 +99,6 @@ pub fn split_query(target: &str) -> (&str, Option<&str>) {
     }
 }
 
-/// Splits an origin-form target (`/path?query`) and normalises the path.
-pub fn split_target(path_and_query: &str) -> Result<(String, Option<String>), BadRequest> {
-    let (raw_path, query) = split_query(path_and_query);
-    let query = query.map(str::to_string);
-    let path = path::normalize(raw_path).map_err(BadRequest::Path)?;
-    Ok((path, query))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
